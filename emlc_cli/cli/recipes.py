@@ -1,0 +1,41 @@
+"""`emlc recipes list | show NAME | copy NAME DEST`."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emlc_cli.errors import OutputError
+
+
+def list_command() -> None:
+    """List the shipped recipes."""
+    from emlc_cli import console
+    from emlc_cli.recipe import builtin_recipe_names, load_recipe
+
+    for name in builtin_recipe_names():
+        console.text(f"{name:<16} {load_recipe(name).description}")
+
+
+def show_command(name: Annotated[str, typer.Argument(help="Recipe name or path.")]) -> None:
+    """Print a recipe as shipped."""
+    from emlc_cli import console
+    from emlc_cli.recipe import recipe_path
+
+    console.text(recipe_path(name).read_text(encoding="utf-8").rstrip())
+
+
+def copy_command(
+    name: Annotated[str, typer.Argument(help="Recipe name.")],
+    dest: Annotated[Path, typer.Argument(help="Where to write the copy.")],
+) -> None:
+    """Copy a shipped recipe to edit it."""
+    from emlc_cli import console
+    from emlc_cli.recipe import recipe_path
+
+    if dest.exists():
+        raise OutputError(f"{dest} already exists; choose another name")
+    shutil.copyfile(recipe_path(name), dest)
+    console.text(f"wrote {dest}")

@@ -1,0 +1,100 @@
+"""The only module that imports rich: progress, tables and the one-line error."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def warning(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+class TrainingProgress:
+    """Feeds rich progress bars from the trainer's StepReport / EpochReport events."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> "TrainingProgress":
+        if not self.quiet:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        if self.progress is None:
+            return
+        kind = type(event).__name__
+        if kind == "Prepared":
+            ds = event.dataset
+            err.print(f"{len(ds)} images, {len(ds.classes)} classes, {len(event.verified)} verified "
+                      f"({len(event.holdout)} held out for model selection)")
+            for message in event.warnings:
+                warning(message)
+        elif kind == "StepReport":
+            self._step(event)
+        elif kind == "EpochReport":
+            best = " [green]best[/]" if event.best else ""
+            self.progress.console.print(
+                f"epoch {event.epoch + 1} ({event.phase}): holdout accuracy student {event.student_holdout_acc:.3f}, "
+                f"teacher {event.teacher_holdout_acc:.3f}{best}  [{event.seconds:.0f}s]")
+
+    def _step(self, r: Any) -> None:
+        assert self.progress is not None
+        description = f"epoch {r.epoch + 1}/{r.epochs} {r.phase}"
+        stats = f"student {r.student_loss:.3f}" + (f" teacher {r.teacher_loss:.3f}" if r.phase == "meta" else "")
+        stats += f" {r.images_per_s:.0f} img/s"
+        if r.step == 1 or self.task is None:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(description, total=r.steps, stats=stats)
+        self.progress.update(self.task, completed=r.step, stats=stats, description=description)
+
+
+def clean_summary(summary: dict[str, Any], out_dir: str) -> None:
+    table = Table(title="emlc clean", show_header=False)
+    table.add_row("images", f"{summary['images']} ({summary['noisy']} noisy, {summary['verified']} verified)")
+    table.add_row("labels changed", f"{summary['changed']} ({summary['estimated_noise_rate']:.1%} of the noisy pool)")
+    table.add_row("best holdout accuracy", f"{summary['best_holdout_score']:.3f}")
+    if summary.get("skipped"):
+        table.add_row("unreadable images skipped", str(len(summary["skipped"])))
+    table.add_row("training", f"{summary['train_seconds']:.0f}s, {summary['images_per_s']:.0f} img/s on {summary['device']}")
+    table.add_row("run folder", out_dir)
+    out.print(table)
+
+
+def metrics_table(title: str, rows: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+def per_class_table(classes: list[str], rows: list[dict[str, float]]) -> None:
+    table = Table("class", "precision", "recall", "support")
+    for name, row in zip(classes, rows):
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", str(row["support"]))
+    out.print(table)
+
+
+def text(message: str) -> None:
+    out.print(message, highlight=False, soft_wrap=True)

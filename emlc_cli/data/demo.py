@@ -1,0 +1,21 @@
+"""The packaged demo set: 2,200 CIFAR-10 images (2,000 with 40 % symmetric noise, 200 verified) + 500 test."""
+from __future__ import annotations
+
+import tarfile
+from importlib import resources
+from pathlib import Path
+
+DEMO_RECIPE = "quick"
+DEMO_OVERRIDES = ("train.epochs=14", "meta.warmup_epochs=4")
+
+
+def demo_archive() -> Path:
+    return Path(str(resources.files("emlc_cli") / "assets" / "demo.tar.gz"))
+
+
+def extract_demo(dest: Path) -> Path:
+    """Unpack the demo set into `dest` (train/, test/, clean.csv, truth.csv); returns `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(demo_archive(), "r:gz") as tar:
+        tar.extractall(dest, filter="data")
+    return dest

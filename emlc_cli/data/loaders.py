@@ -1,0 +1,79 @@
+"""Batches from a decoded uint8 image cache, augmented on the device in whole batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TensorSet:
+    """Decoded images (uint8, N x 3 x S x S, on the device) and their labels."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+class BatchMaker:
+    """Turns uint8 images into normalised float batches, with optional crop+flip augmentation."""
+
+    def __init__(self, device: torch.device, augment: str = "crop_flip", channels_last: bool = True, pad: int = 4) -> None:
+        self.device = device
+        self.augment = augment
+        self.channels_last = channels_last
+        self.pad = pad
+        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, images: Tensor, train: bool, generator: torch.Generator | None = None) -> Tensor:
+        x = images.to(self.device, non_blocking=True).float()
+        if train and self.augment != "none":
+            x = self._augment(x, generator)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _augment(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        n, _, h, w = x.shape
+        flips = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flips.to(x.device).view(n, 1, 1, 1), x.flip(-1), x)
+        if self.augment != "crop_flip":
+            return x
+        p = self.pad
+        padded = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
+        dy = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), generator=generator).to(x.device)
+        rows = torch.arange(h, device=x.device).view(1, 1, h, 1) + dy
+        cols = torch.arange(w, device=x.device).view(1, 1, 1, w) + dx
+        x = padded.gather(2, rows.expand(n, 3, h, w + 2 * p))
+        return x.gather(3, cols.expand(n, 3, h, w))
+
+
+def epoch_batches(size: int, batch_size: int, generator: torch.Generator, drop_last: bool = True) -> Iterator[Tensor]:
+    """Indices of one shuffled pass."""
+    order = torch.randperm(size, generator=generator)
+    stop = size - size % batch_size if drop_last and size >= batch_size else size
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+def endless_batches(size: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """Shuffled batches forever (the clean set is smaller than the noisy pool)."""
+    while True:
+        order = torch.randperm(size, generator=generator)
+        if size < batch_size:
+            order = order.repeat((batch_size + size - 1) // size)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def ordered_batches(size: int, batch_size: int) -> Iterator[Tensor]:
+    for start in range(0, size, batch_size):
+        yield torch.arange(start, min(start + batch_size, size))

@@ -1,0 +1,147 @@
+"""Data sources, all loaded into one internal form: LabeledImages."""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from emlc_cli.data.manifest import read_path_label_csv
+from emlc_cli.errors import DataError
+
+log = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass
+class LabeledImages:
+    """A labelled image set: paths relative to `root` (sorted), given labels, class names."""
+
+    root: Path
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    ignored_files: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def index_of(self) -> dict[str, int]:
+        return {p: i for i, p in enumerate(self.paths)}
+
+
+def load_image_folder(root: Path, labels_csv: Path | None = None) -> LabeledImages:
+    """`root/<class>/**/<image>` (torchvision ImageFolder), or a flat folder plus `path,label` CSV."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError("data folder not found", path=root)
+    if not root.is_dir():
+        raise DataError("data must be a folder of images", path=root)
+    if labels_csv is not None:
+        return _from_labels_csv(root, Path(labels_csv))
+    return _from_class_folders(root)
+
+
+def _from_class_folders(root: Path) -> LabeledImages:
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError("no class folders found (expected DATA/<class>/<image>, or pass --labels labels.csv)", path=root)
+    if len(class_dirs) < 2:
+        raise DataError(f"only one class folder ('{class_dirs[0].name}'); at least two classes are needed", path=root)
+    paths, labels, ignored = [], [], 0
+    for label, class_dir in enumerate(class_dirs):
+        images, others = _list_images(class_dir)
+        if not images:
+            raise DataError("class folder holds no images", path=class_dir)
+        ignored += others
+        paths += [p.relative_to(root).as_posix() for p in images]
+        labels += [label] * len(images)
+    return _sorted_images(root, paths, labels, [d.name for d in class_dirs], ignored)
+
+
+def _from_labels_csv(root: Path, labels_csv: Path) -> LabeledImages:
+    rows = read_path_label_csv(labels_csv)
+    classes = sorted({label for _, label, _ in rows})
+    if len(classes) < 2:
+        raise DataError("at least two distinct labels are needed", path=labels_csv)
+    lookup = {name: i for i, name in enumerate(classes)}
+    seen: dict[str, str] = {}
+    for path, label, row in rows:
+        check_inside(root, path, labels_csv, row)
+        if seen.setdefault(path, label) != label:
+            raise DataError(f"'{path}' is listed twice with different labels", path=labels_csv, row=row)
+    return _sorted_images(root, list(seen), [lookup[l] for l in seen.values()], classes, 0)
+
+
+def _sorted_images(root: Path, paths: list[str], labels: list[int], classes: list[str], ignored: int) -> LabeledImages:
+    order = sorted(range(len(paths)), key=paths.__getitem__)
+    if ignored:
+        log.info("ignored %d non-image files under %s", ignored, root)
+    return LabeledImages(root, [paths[i] for i in order], np.asarray(labels, dtype=np.int64)[order], classes, ignored)
+
+
+def _list_images(folder: Path) -> tuple[list[Path], int]:
+    images, others = [], 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(Path(dirpath) / name)
+            else:
+                others += 1
+    return images, others
+
+
+def check_inside(root: Path, relpath: str, source: Path, row: int) -> Path:
+    """Resolve a manifest path against DATA; refuse anything that leads outside it."""
+    if not relpath or Path(relpath).is_absolute() or relpath.startswith(("/", "\\")):
+        raise DataError(f"path '{relpath}' must be relative to the data folder", path=source, row=row)
+    full = (root / relpath)
+    try:
+        full.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise DataError(f"path '{relpath}' leads outside the data folder", path=source, row=row) from None
+    if not full.is_file():
+        raise DataError(f"image '{relpath}' not found in {root}", path=source, row=row)
+    return full
+
+
+def decode_images(root: Path, paths: list[str], size: int, workers: int = 0) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Decode every image once into a uint8 tensor [N, 3, size, size]; unreadable ones come back listed."""
+    out = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
+    bad: list[tuple[int, str]] = []
+
+    def work(i: int) -> None:
+        try:
+            out[i] = torch.from_numpy(_read_rgb(root / paths[i], size)).permute(2, 0, 1)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            bad.append((i, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
+
+    threads = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(work, range(len(paths)), chunksize=256))
+    return out, sorted(bad)
+
+
+def _read_rgb(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            scale = 1.0 / 256.0 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 1.0
+            img = Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) * scale, 0, 255).astype(np.uint8))
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            background = Image.new("RGB", img.size, (255, 255, 255))
+            background.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1])
+            img = background
+        img = img.convert("RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        return np.array(img, dtype=np.uint8)

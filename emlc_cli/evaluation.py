@@ -1,0 +1,72 @@
+"""`emlc evaluate`: score a run's student on labelled images, or its corrected labels against truth."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emlc_cli import metrics
+from emlc_cli.data.loaders import BatchMaker, ordered_batches
+from emlc_cli.data.manifest import read_path_label_csv
+from emlc_cli.data.sources import decode_images, load_image_folder
+from emlc_cli.errors import DataError
+from emlc_cli.models import Classifier, build_classifier
+from emlc_cli.outputs import load_model_files, read_corrected
+from emlc_cli.runtime import pick_device
+
+
+def load_student(run: Path, device: torch.device) -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the student from its JSON config and safetensors weights."""
+    state, config = load_model_files(run, "student")
+    model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"])
+    model.load_state_dict(state)
+    return model.to(device).eval(), config
+
+
+@torch.no_grad()
+def predict_images(model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
+    batches = BatchMaker(device, "none", channels_last=False)
+    preds = [model(batches(images[idx], train=False)).argmax(1).cpu() for idx in ordered_batches(len(images), batch_size)]
+    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+
+
+def evaluate_student(run: Path, data: Path, device: str = "auto") -> dict[str, Any]:
+    """Student accuracy and per-class precision/recall on an image folder of true labels."""
+    torch_device = pick_device(device)
+    model, config = load_student(run, torch_device)
+    dataset = load_image_folder(data)
+    unknown = [c for c in dataset.classes if c not in config["classes"]]
+    if unknown:
+        raise DataError(f"class folder '{unknown[0]}' is not a class of the run ({', '.join(config['classes'])})", path=data)
+    truth = np.array([config["classes"].index(dataset.classes[l]) for l in dataset.labels])
+    images, bad = decode_images(dataset.root, dataset.paths, config["input_size"])
+    keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
+    predicted = predict_images(model, images[torch.as_tensor(keep)], torch_device)
+    return {
+        "accuracy": metrics.accuracy(predicted, truth[keep]), "images": int(len(keep)), "unreadable": len(bad),
+        "classes": config["classes"], "per_class": metrics.per_class(predicted, truth[keep], len(config["classes"])),
+    }
+
+
+def evaluate_truth(run: Path, truth_csv: Path) -> dict[str, Any]:
+    """Given vs corrected label accuracy on the rows `truth_csv` covers, and "changed" as a noise detector."""
+    rows = {row["path"]: row for row in read_corrected(run)}
+    truth = {}
+    for path, label, row in read_path_label_csv(truth_csv):
+        truth[Path(path).as_posix().removeprefix("./")] = label
+    covered = [p for p in truth if p in rows]
+    if not covered:
+        raise DataError("no row matches a path of the run's corrected.csv", path=truth_csv)
+    true = np.array([truth[p] for p in covered])
+    given = np.array([rows[p]["label"] for p in covered])
+    corrected = np.array([rows[p]["corrected_label"] for p in covered])
+    noisy = np.array([rows[p]["split"] == "noisy" for p in covered])
+    result = {"rows": len(covered), "given_accuracy": metrics.accuracy(given, true),
+              "corrected_accuracy": metrics.accuracy(corrected, true)}
+    result.update(metrics.detection(given != corrected, given != true))
+    result["noisy_rows"] = int(noisy.sum())
+    result["noisy_given_accuracy"] = metrics.accuracy(given[noisy], true[noisy])
+    result["noisy_corrected_accuracy"] = metrics.accuracy(corrected[noisy], true[noisy])
+    return result

@@ -1,0 +1,228 @@
+"""The public API: clean() and evaluate_*(). The one place the stages are wired together:
+recipe -> data source -> tensors -> trainer -> corrections -> outputs."""
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from emlc_cli import __version__, corrections, metrics
+from emlc_cli.data.loaders import MEAN, STD, TensorSet
+from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
+from emlc_cli.data.sources import LabeledImages, check_inside, decode_images, load_image_folder
+from emlc_cli.errors import DataError
+from emlc_cli.models import validate_backbone
+from emlc_cli.outputs import CORRECTED_COLUMNS, RunDir, check_out_dir
+from emlc_cli.recipe import Recipe, dump_recipe
+from emlc_cli.runtime import pick_device, seed_everything
+from emlc_cli.trainer import EpochReport, MetaTrainer, StepReport
+
+log = logging.getLogger(__name__)
+Event = Callable[[Any], None]
+
+
+@dataclass
+class Prepared:
+    """Everything validated before the first training step."""
+
+    dataset: LabeledImages
+    verified: dict[int, int]
+    holdout: list[int]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def clean_train(self) -> list[int]:
+        held = set(self.holdout)
+        return [i for i in sorted(self.verified) if i not in held]
+
+    @property
+    def noisy(self) -> list[int]:
+        return [i for i in range(len(self.dataset)) if i not in self.verified]
+
+
+@dataclass
+class CleanResult:
+    out: Path
+    summary: dict[str, Any]
+
+
+def prepare(data: Path, clean_csv: list[Path], recipe: Recipe, labels_csv: Path | None = None, seed: int = 0) -> Prepared:
+    """Read and validate the dataset and the verified subset; nothing is trained or written."""
+    validate_backbone(recipe.model.backbone, recipe.model.weights)
+    dataset = load_image_folder(Path(data), labels_csv)
+    verified: dict[int, int] = {}
+    index = dataset.index_of()
+    for manifest in clean_csv:
+        rows = read_path_label_csv(Path(manifest))
+        for path, _, row in rows:
+            check_inside(dataset.root, path, Path(manifest), row)
+        for i, label in resolve_clean_rows(rows, Path(manifest), index, dataset.classes).items():
+            if verified.setdefault(i, label) != label:
+                raise DataError(f"'{dataset.paths[i]}' is verified with conflicting labels across manifests", path=manifest)
+    _check_enough(verified, dataset, clean_csv, recipe)
+    holdout = _holdout(verified, recipe.data.holdout_fraction, seed)
+    return Prepared(dataset, verified, holdout, _coverage_warnings(verified, dataset.classes))
+
+
+def _check_enough(verified: dict[int, int], dataset: LabeledImages, clean_csv: list[Path], recipe: Recipe) -> None:
+    needed = max(4, len(dataset.classes))
+    if len(verified) < needed:
+        where = ", ".join(map(str, clean_csv))
+        raise DataError(f"{len(verified)} verified samples; at least {needed} are needed (one per class, {len(dataset.classes)} classes)", path=where)
+    if len(verified) >= len(dataset):
+        raise DataError("every image is verified: there is nothing left to clean", path=dataset.root)
+
+
+def _coverage_warnings(verified: dict[int, int], classes: list[str]) -> list[str]:
+    counts = np.bincount(np.fromiter(verified.values(), dtype=np.int64), minlength=len(classes))
+    return [
+        f"class '{classes[c]}' has no verified sample: the teacher learns it only from noisy labels and the holdout cannot score it"
+        for c in np.flatnonzero(counts == 0)
+    ]
+
+
+def _holdout(verified: dict[int, int], fraction: float, seed: int) -> list[int]:
+    """A stratified slice of the verified set (at least one per class that has two or more)."""
+    if fraction <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, label in sorted(verified.items()):
+        by_class.setdefault(label, []).append(i)
+    held: list[int] = []
+    for members in by_class.values():
+        if len(members) >= 2:
+            take = min(len(members) - 1, max(1, round(fraction * len(members))))
+            held += rng.choice(members, size=take, replace=False).tolist()
+    return sorted(held)
+
+
+def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_csv: Path | None = None,
+          device: str = "auto", seed: int = 0, overwrite: bool = False, on_event: Event | None = None) -> CleanResult:
+    """Run EMLC on `data` with the verified subset in `clean_csv`; write the run folder `out`."""
+    started = time.perf_counter()
+    emit = on_event or (lambda event: None)
+    check_out_dir(Path(out), Path(data), overwrite)
+    torch_device = pick_device(device)
+    prepared = prepare(data, clean_csv, recipe, labels_csv, seed)
+    for warning in prepared.warnings:
+        log.warning(warning)
+    emit(prepared)
+    seed_everything(seed)
+    images, skipped = _decode(prepared, recipe)
+    noisy_idx = [i for i in prepared.noisy if i not in skipped]
+    trainer = MetaTrainer(recipe, len(prepared.dataset.classes), *_tensor_sets(prepared, images, noisy_idx, torch_device),
+                          device=torch_device, seed=seed)
+    train_started = time.perf_counter()
+    for report in trainer.run():
+        emit(report)
+    train_seconds = time.perf_counter() - train_started
+    result = _corrections(trainer, prepared, images, noisy_idx, recipe)
+    summary = _summary(prepared, result, trainer, skipped, recipe, torch_device, started, train_seconds, noisy_idx)
+    with RunDir(Path(out)) as run:
+        _write_outputs(run, prepared, result, trainer, recipe, summary)
+        summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+        run.write_json("summary.json", summary)
+        final = run.commit()
+    return CleanResult(final, summary)
+
+
+def _decode(prepared: Prepared, recipe: Recipe) -> tuple[torch.Tensor, dict[int, str]]:
+    ds = prepared.dataset
+    started = time.perf_counter()
+    images, bad = decode_images(ds.root, ds.paths, recipe.data.image_size, recipe.data.decode_workers)
+    log.info("decoded %d images in %.1fs", len(ds), time.perf_counter() - started)
+    skipped = dict(bad)
+    bad_clean = [ds.paths[i] for i in skipped if i in prepared.verified]
+    if bad_clean:
+        raise DataError(f"verified image cannot be read: {skipped[prepared.dataset.index_of()[bad_clean[0]]]}", path=ds.root / bad_clean[0])
+    return images, skipped
+
+
+def _tensor_sets(prepared: Prepared, images: torch.Tensor, noisy_idx: list[int], device: torch.device) -> tuple[TensorSet, TensorSet, TensorSet]:
+    labels = torch.from_numpy(prepared.dataset.labels)
+
+    def subset(indices: list[int], lab: torch.Tensor) -> TensorSet:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return TensorSet(images[idx].to(device), lab)
+
+    verified = lambda ids: torch.as_tensor([prepared.verified[i] for i in ids], dtype=torch.long)  # noqa: E731
+    noisy = subset(noisy_idx, labels[torch.as_tensor(noisy_idx, dtype=torch.long)])
+    return noisy, subset(prepared.clean_train, verified(prepared.clean_train)), subset(prepared.holdout, verified(prepared.holdout))
+
+
+@dataclass
+class _Result:
+    labels: np.ndarray
+    confidence: np.ndarray
+    temperature: float
+
+
+def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int], recipe: Recipe) -> _Result:
+    """One eval-mode pass over the noisy pool; verified rows keep their verified label."""
+    n = len(prepared.dataset)
+    labels, confidence = prepared.dataset.labels.copy(), np.ones(n)
+    for i, label in prepared.verified.items():
+        labels[i] = label
+    given = prepared.dataset.labels[noisy_idx]
+    idx = torch.as_tensor(noisy_idx, dtype=torch.long)
+    preds = trainer.predict(images[idx], torch.from_numpy(given))
+    holdout = trainer.predict(trainer.holdout.images, trainer.holdout.labels)
+    temperature = corrections.fit_temperature(np.log(trainer.source_probs(holdout) + 1e-12), trainer.holdout.labels.numpy())
+    probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
+    fixed = corrections.correct(probs, preds["retain"], given, recipe.correct.rule, recipe.correct.threshold)
+    labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
+    return _Result(labels, confidence, temperature)
+
+
+def _write_outputs(run: RunDir, prepared: Prepared, result: _Result, trainer: MetaTrainer, recipe: Recipe, summary: dict) -> None:
+    ds = prepared.dataset
+    skipped = set(summary["skipped"])
+    rows = [
+        [path, ds.classes[ds.labels[i]], ds.classes[result.labels[i]], f"{result.confidence[i]:.4f}",
+         int(result.labels[i] != ds.labels[i]), "clean" if i in prepared.verified else "noisy"]
+        for i, path in enumerate(ds.paths) if path not in skipped
+    ]
+    run.write_csv("corrected.csv", CORRECTED_COLUMNS, rows)
+    config = _model_config(ds.classes, recipe)
+    run.write_model("student", trainer.student, {**config, "role": "student"})
+    run.write_model("teacher", trainer.teacher, {**config, "role": "teacher+enhancer"})
+    run.write_text("recipe.yaml", dump_recipe(recipe))
+
+
+def _model_config(classes: list[str], recipe: Recipe) -> dict[str, Any]:
+    m = recipe.model
+    return {
+        "architecture": m.backbone, "width": m.width, "small_stem": m.small_stem, "num_classes": len(classes),
+        "classes": classes, "input_size": recipe.data.image_size, "mean": list(MEAN), "std": list(STD),
+        "enhancer_hidden": m.enhancer_hidden, "label_embedding": m.label_embedding, "emlc_version": __version__,
+    }
+
+
+def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped: dict[int, str], recipe: Recipe,
+             device: torch.device, started: float, train_seconds: float, noisy_idx: list[int]) -> dict[str, Any]:
+    ds, classes = prepared.dataset, prepared.dataset.classes
+    given, fixed = ds.labels[noisy_idx], result.labels[noisy_idx]
+    changed = given != fixed
+    steps = recipe.train.epochs * trainer.steps_per_epoch
+    return {
+        "images": len(ds), "noisy": len(noisy_idx), "verified": len(prepared.verified),
+        "verified_train": len(prepared.clean_train), "holdout": len(prepared.holdout),
+        "changed": int(changed.sum()), "estimated_noise_rate": float(changed.mean()) if len(changed) else 0.0,
+        "changed_per_class": {classes[c]: int(changed[given == c].sum()) for c in range(len(classes))},
+        "classes": classes, "change_matrix": metrics.change_matrix(given, fixed, len(classes)),
+        "epochs": [vars(e) for e in trainer.history], "best_holdout_score": trainer.best_score,
+        "temperature": result.temperature, "rule": recipe.correct.rule, "warnings": prepared.warnings,
+        "skipped": {ds.paths[i]: reason for i, reason in skipped.items()}, "ignored_files": ds.ignored_files,
+        "train_seconds": round(train_seconds, 2),
+        "images_per_s": round(steps * recipe.train.batch_size / max(train_seconds, 1e-9), 1),
+        "device": str(device), "recipe": recipe.name,
+        "versions": {"emlc": __version__, "torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform()},
+    }

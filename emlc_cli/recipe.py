@@ -1,0 +1,267 @@
+"""Recipes: YAML files resolved into frozen, validated dataclasses.
+
+A recipe is data. Every key is checked: unknown keys get a did-you-mean, wrong types and
+out-of-range values name the key, what was expected and what was given.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from emlc_cli.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 32
+    holdout_fraction: float = 0.1
+    augment: Literal["none", "flip", "crop_flip"] = "crop_flip"
+    decode_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "small_cnn"
+    width: int = 32
+    weights: str = "none"
+    small_stem: bool = True
+    enhancer_hidden: int = 128
+    label_embedding: int = 32
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    steps: int = 1
+    mix_clean: bool = True
+    retain_weight: float = 1.0
+    warmup_epochs: int = 1
+    self_train_threshold: float = 0.0
+    mixup_alpha: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    clean_batch_size: int = 64
+    student_lr: float = 0.05
+    student_momentum: float = 0.9
+    weight_decay: float = 5e-4
+    teacher_optimizer: Literal["adam", "sgd"] = "adam"
+    teacher_lr: float = 1e-3
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    max_steps_per_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class CorrectConfig:
+    rule: Literal["argmax", "threshold", "posterior"] = "posterior"
+    threshold: float = 0.5
+    source: Literal["teacher", "ensemble"] = "ensemble"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    correct: CorrectConfig = field(default_factory=CorrectConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {
+    name: hint for name, hint in get_type_hints(Recipe).items() if dataclasses.is_dataclass(hint)
+}
+_RANGES: dict[str, tuple[float, float]] = {
+    "data.image_size": (8, 1024),
+    "data.holdout_fraction": (0.0, 0.9),
+    "data.decode_workers": (0, 256),
+    "model.width": (4, 1024),
+    "model.enhancer_hidden": (4, 8192),
+    "model.label_embedding": (1, 4096),
+    "meta.steps": (1, 64),
+    "meta.retain_weight": (0.0, 100.0),
+    "meta.warmup_epochs": (0, 10_000),
+    "meta.self_train_threshold": (0.0, 1.0),
+    "meta.mixup_alpha": (0.0, 100.0),
+    "train.epochs": (1, 100_000),
+    "train.batch_size": (2, 1 << 16),
+    "train.clean_batch_size": (2, 1 << 16),
+    "train.student_lr": (1e-8, 10.0),
+    "train.student_momentum": (0.0, 0.999),
+    "train.weight_decay": (0.0, 1.0),
+    "train.teacher_lr": (1e-8, 10.0),
+    "train.max_steps_per_epoch": (0, 1 << 30),
+    "correct.threshold": (0.0, 1.0),
+}
+
+
+def builtin_recipes_dir() -> Path:
+    """The shipped recipes: `recipes/` in a checkout, `emlc_cli/recipes` in an installed wheel."""
+    return Path(str(resources.files("emlc_cli.recipes")))
+
+
+def builtin_recipe_names() -> list[str]:
+    return sorted(p.stem for p in builtin_recipes_dir().glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise RecipeError(f"file not found: {candidate}")
+        return candidate
+    builtin = builtin_recipes_dir() / f"{name_or_path}.yaml"
+    if builtin.is_file():
+        return builtin
+    names = builtin_recipe_names()
+    hint = _did_you_mean(name_or_path, names)
+    raise RecipeError(f"no recipe named '{name_or_path}'{hint}; shipped recipes: {', '.join(names)}")
+
+
+def load_recipe(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    path = recipe_path(name_or_path)
+    raw = _read_yaml(path)
+    for override in overrides:
+        _apply_override(raw, override)
+    raw.setdefault("name", path.stem)
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
+    if not isinstance(raw, dict):
+        raise RecipeError("the top level must be a mapping of sections", source=source)
+    _check_keys(raw, [f.name for f in fields(Recipe)], prefix="", source=source)
+    sections = {}
+    for name, cls in SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise RecipeError(f"expected a mapping, got {type(section).__name__}", key=name, source=source)
+        sections[name] = _build_section(cls, section, name, source)
+    top = {k: str(raw[k]) for k in ("name", "description") if raw.get(k) is not None}
+    recipe = Recipe(**top, **sections)
+    _check_consistency(recipe, source)
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise RecipeError(f"YAML syntax error at {line}{err.problem}", source=str(path)) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RecipeError(f"cannot read: {err}", source=str(path)) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RecipeError("the top level must be a mapping of sections", source=str(path))
+    return raw
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or "." not in key:
+        raise RecipeError(f"override '{override}' must look like section.key=value (e.g. train.epochs=3)")
+    section, _, name = key.strip().partition(".")
+    if section not in SECTIONS:
+        raise RecipeError(f"unknown section{_did_you_mean(section, list(SECTIONS))}", key=key.strip())
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    target = raw.setdefault(section, {}) or {}
+    raw[section] = target
+    target[name] = value
+
+
+def _check_keys(given: dict[str, Any], allowed: list[str], prefix: str, source: str | None) -> None:
+    for key in given:
+        if key not in allowed:
+            hint = _did_you_mean(str(key), allowed)
+            raise RecipeError(f"unknown key{hint}; valid keys: {', '.join(allowed)}", key=f"{prefix}{key}", source=source)
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str, source: str | None) -> Any:
+    _check_keys(values, [f.name for f in fields(cls)], prefix=f"{section}.", source=source)
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{section}.{name}"
+        kwargs[name] = _coerce(value, hints[name], key, source)
+        _check_range(key, kwargs[name], source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, expected: Any, key: str, source: str | None) -> Any:
+    if get_origin(expected) is Literal:
+        choices = get_args(expected)
+        if value not in choices:
+            hint = _did_you_mean(str(value), [str(c) for c in choices])
+            raise RecipeError(f"got '{value}'{hint}; expected one of: {', '.join(map(str, choices))}", key=key, source=source)
+        return value
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _is_number(value):  # YAML 1.1 reads 1e-3 as a string
+            return float(value)
+    elif expected is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise RecipeError(f"expected {expected.__name__}, got {type(value).__name__} ({value!r})", key=key, source=source)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_range(key: str, value: Any, source: str | None) -> None:
+    if key not in _RANGES:
+        return
+    low, high = _RANGES[key]
+    if not low <= value <= high:
+        raise RecipeError(f"expected a value in [{low:g}, {high:g}], got {value!r}", key=key, source=source)
+
+
+def _check_consistency(recipe: Recipe, source: str | None) -> None:
+    steps, batch = recipe.meta.steps, recipe.train.batch_size
+    if batch % steps:
+        raise RecipeError(
+            f"train.batch_size={batch} must be divisible by meta.steps={steps} (the noisy batch is split into K chunks)",
+            key="meta.steps", source=source,
+        )
+    if recipe.meta.warmup_epochs >= recipe.train.epochs:
+        raise RecipeError(
+            f"must be smaller than train.epochs={recipe.train.epochs}", key="meta.warmup_epochs", source=source
+        )
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,284 @@
+"""MetaTrainer: warm-up, then the EMLC meta step, yielding small reports to the caller."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emlc_cli import meta
+from emlc_cli.data.loaders import BatchMaker, TensorSet, endless_batches, epoch_batches, ordered_batches
+from emlc_cli.errors import TrainingError
+from emlc_cli.models import Classifier, Teacher, build_classifier, build_teacher
+from emlc_cli.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepReport:
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    phase: str
+    student_loss: float
+    teacher_loss: float
+    images_per_s: float
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    phase: str
+    student_holdout_acc: float
+    teacher_holdout_acc: float
+    score: float
+    best: bool
+    seconds: float
+
+
+@contextlib.contextmanager
+def batch_stats_only(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm on batch statistics without touching the running statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
+class MetaTrainer:
+    def __init__(self, recipe: Recipe, num_classes: int, noisy: TensorSet, clean: TensorSet, holdout: TensorSet,
+                 device: torch.device, seed: int = 0) -> None:
+        self.recipe, self.num_classes, self.device = recipe, num_classes, device
+        self.noisy, self.clean, self.holdout = noisy, clean, holdout
+        self.generator = torch.Generator().manual_seed(seed)
+        m = recipe.model
+        self.student = build_classifier(m.backbone, num_classes, m.width, m.small_stem, m.weights).to(device)
+        self.teacher = build_teacher(m.backbone, num_classes, m.width, m.small_stem, m.weights,
+                                     m.enhancer_hidden, m.label_embedding).to(device)
+        self.channels_last = device.type == "cuda" or m.backbone == "small_cnn"
+        if self.channels_last:
+            self.student.to(memory_format=torch.channels_last)
+            self.teacher.to(memory_format=torch.channels_last)
+        self.batches = BatchMaker(device, recipe.data.augment, self.channels_last)
+        self.eval_batches = BatchMaker(device, "none", self.channels_last)
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.student_opt, self.teacher_opt = self._optimizers()
+        self.best_state: dict | None = None
+        self.best_score = -1.0
+        self.history: list[EpochReport] = []
+
+    def _steps_per_epoch(self) -> int:
+        steps = max(1, len(self.noisy) // self.recipe.train.batch_size)
+        cap = self.recipe.train.max_steps_per_epoch
+        return min(steps, cap) if cap else steps
+
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        t = self.recipe.train
+        student = torch.optim.SGD(self.student.parameters(), lr=t.student_lr, momentum=t.student_momentum,
+                                  weight_decay=t.weight_decay, nesterov=False)
+        if t.teacher_optimizer == "adam":
+            teacher = torch.optim.Adam(self.teacher.parameters(), lr=t.teacher_lr, weight_decay=t.weight_decay * 0.1)
+        else:
+            teacher = torch.optim.SGD(self.teacher.parameters(), lr=t.teacher_lr, momentum=0.9, weight_decay=t.weight_decay)
+        return student, teacher
+
+    def _lr_factor(self, step: int, total: int) -> float:
+        kind = self.recipe.train.schedule
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+        if kind == "step":
+            return 0.1 ** sum(step >= total * f for f in (0.5, 0.75))
+        return 1.0
+
+    def _set_lrs(self, step: int) -> float:
+        t = self.recipe.train
+        total = t.epochs * self.steps_per_epoch
+        eta = t.student_lr * self._lr_factor(step, total)
+        for group in self.student_opt.param_groups:
+            group["lr"] = eta
+        warm = self.recipe.meta.warmup_epochs * self.steps_per_epoch
+        teacher_factor = self._lr_factor(max(0, step - warm), max(1, total - warm))
+        for group in self.teacher_opt.param_groups:
+            group["lr"] = t.teacher_lr * teacher_factor
+        return eta
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self) -> Iterator[StepReport | EpochReport]:
+        r = self.recipe
+        for epoch in range(r.train.epochs):
+            phase = "warmup" if epoch < r.meta.warmup_epochs else "meta"
+            if phase == "meta" and epoch == r.meta.warmup_epochs and epoch > 0:
+                self._teacher_from_student()
+            started = time.perf_counter()
+            yield from self._epoch(epoch, phase)
+            yield self._end_epoch(epoch, phase, time.perf_counter() - started)
+        if self.best_state is not None:
+            self.load_state(self.best_state)
+
+    def _epoch(self, epoch: int, phase: str) -> Iterator[StepReport]:
+        r = self.recipe
+        clean_iter = endless_batches(len(self.clean), r.train.clean_batch_size, self.generator)
+        noisy_iter = epoch_batches(len(self.noisy), r.train.batch_size, self.generator)
+        started, seen = time.perf_counter(), 0
+        self.student.train(), self.teacher.train()
+        for step in range(self.steps_per_epoch):
+            noisy_idx, clean_idx = next(noisy_iter), next(clean_iter)
+            eta = self._set_lrs(epoch * self.steps_per_epoch + step)
+            xn, yn = self._batch(self.noisy, noisy_idx), self.noisy.labels[noisy_idx].to(self.device)
+            xc, yc = self._batch(self.clean, clean_idx), self.clean.labels[clean_idx].to(self.device)
+            if phase == "warmup":
+                s_loss, t_loss = self.warmup_step(xn, yn, xc, yc), 0.0
+            else:
+                s_loss, t_loss = self.meta_step(xn, yn, xc, yc, eta)
+            seen += len(noisy_idx)
+            rate = seen / max(1e-9, time.perf_counter() - started)
+            yield StepReport(epoch, r.train.epochs, step + 1, self.steps_per_epoch, phase, s_loss, t_loss, rate)
+
+    def _batch(self, data: TensorSet, idx: Tensor) -> Tensor:
+        return self.batches(data.images[idx], train=True, generator=self.generator)
+
+    # ---- steps ---------------------------------------------------------------------------------
+    def warmup_step(self, xn: Tensor, yn: Tensor, xc: Tensor, yc: Tensor) -> float:
+        """Plain cross-entropy on given + verified labels (with mixup when the recipe asks)."""
+        x = torch.cat([xn, xc])
+        targets = F.one_hot(torch.cat([yn, yc]), self.num_classes).float()
+        x, targets = meta.mixup(x, targets, self.recipe.meta.mixup_alpha, self.generator)
+        loss = meta.soft_cross_entropy(self.student(x), targets)
+        self._check_finite("warm-up student loss", loss)
+        self.student_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.student_opt.step()
+        return float(loss.detach())
+
+    def meta_step(self, xn: Tensor, yn: Tensor, xc: Tensor, yc: Tensor, eta: float) -> tuple[float, float]:
+        """One EMLC step: K student steps on corrected targets, then the teacher's meta update."""
+        cfg, half = self.recipe.meta, xc.shape[0] // 2
+        features, logits = self.teacher.classifier.features_and_logits(torch.cat([xn, xc]))
+        fn, fc, ln, lc = features[: len(xn)], features[len(xn):], logits[: len(xn)], logits[len(xn):]
+        targets = meta.corrected_targets(ln, self.teacher.enhancer(fn, yn), yn)
+        adversarial = meta.adversarial_labels(lc[:half], yc[:half])
+        retain = meta.retain_loss(self.teacher.enhancer(fc[:half], yc[:half]), self.teacher.enhancer(fc[:half], adversarial))
+        extra = (xc[half:], F.one_hot(yc[half:], self.num_classes).float()) if cfg.mix_clean else None
+        s_loss, target_grad = self._student_steps(xn, targets.detach(), extra, xc, yc, eta)
+        t_loss = meta.teacher_loss(self._clean_ce(lc, xc, yc), retain, meta.meta_term(target_grad, targets), cfg.retain_weight)
+        t_loss = t_loss + self._self_training(ln, targets)
+        self._check_finite("teacher loss", t_loss)
+        self.teacher_opt.zero_grad(set_to_none=True)
+        t_loss.backward()
+        self.teacher_opt.step()
+        return s_loss, float(t_loss.detach())
+
+    def _clean_ce(self, clean_logits: Tensor, xc: Tensor, yc: Tensor) -> Tensor:
+        alpha = self.recipe.meta.mixup_alpha
+        if alpha <= 0:
+            return F.cross_entropy(clean_logits, yc)
+        x, t = meta.mixup(xc, F.one_hot(yc, self.num_classes).float(), alpha, self.generator)
+        return meta.soft_cross_entropy(self.teacher.classifier(x), t)
+
+    def _self_training(self, noisy_logits: Tensor, targets: Tensor) -> Tensor:
+        threshold = self.recipe.meta.self_train_threshold
+        if threshold <= 0:
+            return noisy_logits.new_zeros(())
+        confidence, pseudo = targets.detach().max(-1)
+        mask = (confidence >= threshold).float()
+        per_row = F.cross_entropy(noisy_logits, pseudo, reduction="none")
+        return (per_row * mask).sum() / max(1.0, float(mask.numel()))
+
+    def _student_steps(self, xn: Tensor, targets: Tensor, extra: tuple[Tensor, Tensor] | None,
+                       xc: Tensor, yc: Tensor, eta: float) -> tuple[float, Tensor]:
+        """K SGD steps on chunks of the noisy batch; returns the loss and d(clean loss)/d(targets)."""
+        k_steps = self.recipe.meta.steps
+        params = dict(self.student.named_parameters())
+        saved, losses = [], []
+        for x_chunk, t_chunk in zip(xn.chunk(k_steps), targets.chunk(k_steps)):
+            inputs, soft = (torch.cat([x_chunk, extra[0]]), torch.cat([t_chunk, extra[1]])) if extra else (x_chunk, t_chunk)
+            before = {n: p.detach().clone() for n, p in params.items()}
+            loss = meta.soft_cross_entropy(self.student(inputs), soft)
+            self._check_finite("student loss", loss)
+            self.student_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.student_opt.step()
+            saved.append((before, inputs, len(x_chunk)))
+            losses.append(loss.detach())
+        with batch_stats_only(self.student):
+            clean_loss = F.cross_entropy(self.student(xc), yc)
+            clean_grad = dict(zip(params, torch.autograd.grad(clean_loss, list(params.values()))))
+            chunk_grads = [
+                meta.target_gradient(self._student_forward, before, clean_grad, inputs, eta / len(inputs))[:rows]
+                for before, inputs, rows in saved
+            ]
+        target_grad = meta.combine_chunk_gradients(chunk_grads, meta.k_step_discounts(k_steps, eta))
+        return float(torch.stack(losses).mean()), target_grad
+
+    def _student_forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        buffers = dict(self.student.named_buffers())
+        return torch.func.functional_call(self.student, (params, buffers), (x,))
+
+    def _teacher_from_student(self) -> None:
+        """After warm-up the teacher starts from the warmed-up network (the enhancer stays fresh)."""
+        self.teacher.classifier.load_state_dict(self.student.state_dict())
+
+    @staticmethod
+    def _check_finite(name: str, value: Tensor) -> None:
+        if not torch.isfinite(value):
+            raise TrainingError(f"{name} became {float(value)}; lower train.student_lr / train.teacher_lr")
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def _end_epoch(self, epoch: int, phase: str, seconds: float) -> EpochReport:
+        preds = self.predict(self.holdout.images, self.holdout.labels)
+        truth = self.holdout.labels.numpy()
+        s_acc = float((preds["student_probs"].argmax(1) == truth).mean()) if len(truth) else float("nan")
+        t_acc = float((preds["teacher_probs"].argmax(1) == truth).mean()) if len(truth) else float("nan")
+        score = float((self.source_probs(preds).argmax(1) == truth).mean()) if len(truth) else float(epoch)
+        best = phase == "meta" and score >= self.best_score
+        if best:
+            self.best_score, self.best_state = score, self.state()
+        report = EpochReport(epoch, phase, s_acc, t_acc, score, best, seconds)
+        self.history.append(report)
+        return report
+
+    def source_probs(self, preds: dict) -> "object":
+        if self.recipe.correct.source == "teacher":
+            return preds["teacher_probs"]
+        return 0.5 * (preds["teacher_probs"] + preds["student_probs"])
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, labels: Tensor, batch_size: int = 512) -> dict:
+        """Eval-mode pass: teacher and student probabilities, the enhancer's retain weight for `labels`."""
+        self.student.eval(), self.teacher.eval()
+        out: dict[str, list[Tensor]] = {"teacher_logits": [], "student_logits": [], "retain": []}
+        for idx in ordered_batches(len(labels), batch_size):
+            x = self.eval_batches(images[idx], train=False)
+            y = labels[idx].to(self.device)
+            features, logits = self.teacher.classifier.features_and_logits(x)
+            out["teacher_logits"].append(logits.float().cpu())
+            out["retain"].append(self.teacher.enhancer(features, y).float().cpu())
+            out["student_logits"].append(self.student(x).float().cpu())
+        self.student.train(), self.teacher.train()
+        cat = {k: (torch.cat(v) if v else torch.zeros(0, self.num_classes)) for k, v in out.items()}
+        return {
+            "teacher_logits": cat["teacher_logits"].numpy(), "student_logits": cat["student_logits"].numpy(),
+            "teacher_probs": cat["teacher_logits"].softmax(-1).numpy(),
+            "student_probs": cat["student_logits"].softmax(-1).numpy(),
+            "retain": cat["retain"].reshape(-1).numpy(),
+        }
+
+    def state(self) -> dict:
+        return {"student": copy.deepcopy(self.student.state_dict()), "teacher": copy.deepcopy(self.teacher.state_dict())}
+
+    def load_state(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])

@@ -1,0 +1,109 @@
+"""The CLI through typer's CliRunner: help, bad input, an end-to-end run on generated data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from emlc_cli.cli.app import app
+from tests.conftest import TINY
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["clean"], ["evaluate"], ["demo"], ["recipes"], ["recipes", "show"]])
+def test_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_recipes_list_and_show():
+    listed = runner.invoke(app, ["recipes", "list"])
+    assert listed.exit_code == 0 and "quick" in listed.output
+    shown = runner.invoke(app, ["recipes", "show", "quick"])
+    assert "backbone: small_cnn" in shown.output
+
+
+def test_recipes_copy(tmp_path):
+    dest = tmp_path / "mine.yaml"
+    assert runner.invoke(app, ["recipes", "copy", "quick", str(dest)]).exit_code == 0
+    assert "backbone" in dest.read_text()
+    again = runner.invoke(app, ["recipes", "copy", "quick", str(dest)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def run_clean(folder: dict, out: Path, *extra: str):
+    args = ["clean", str(folder["root"]), "--clean", str(folder["clean"]), "--out", str(out), "--recipe", "quick",
+            "--device", "cpu", "--quiet", *TINY, *extra]
+    return runner.invoke(app, args)
+
+
+def test_clean_end_to_end_improves_labels(noisy_folder):
+    out = noisy_folder["tmp"] / "run"
+    result = run_clean(noisy_folder, out)
+    assert result.exit_code == 0, result.output
+    for name in ("corrected.csv", "student.safetensors", "student.json", "teacher.safetensors", "teacher.json",
+                 "recipe.yaml", "summary.json"):
+        assert (out / name).is_file(), name
+    rows = (out / "corrected.csv").read_text().splitlines()
+    assert rows[0] == "path,label,corrected_label,confidence,changed,split"
+    paths = [r.split(",")[0] for r in rows[1:]]
+    assert len(paths) == 120 and len(set(paths)) == 120 and paths == sorted(paths)
+    scored = runner.invoke(app, ["evaluate", str(out), "--truth", str(noisy_folder["truth"]), "--json"])
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads(scored.output)
+    assert metrics["corrected_accuracy"] > metrics["given_accuracy"] + 0.1
+    assert metrics["f1"] > 0.5
+
+
+def test_checkpoint_loads_weights_only_and_reproduces_holdout(noisy_folder):
+    out = noisy_folder["tmp"] / "run"
+    assert run_clean(noisy_folder, out).exit_code == 0
+    state = load_file(str(out / "student.safetensors"))
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    config = json.loads((out / "student.json").read_text())
+    assert config["classes"] == ["blue", "green", "red"]
+    from emlc_cli.evaluation import load_student, predict_images
+    from emlc_cli.data.sources import decode_images
+
+    summary = json.loads((out / "summary.json").read_text())
+    best = max(e["student_holdout_acc"] for e in summary["epochs"] if e["best"])
+    model, _ = load_student(out, torch.device("cpu"))
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert best > 0.5
+
+
+def test_existing_out_is_refused(noisy_folder):
+    out = noisy_folder["tmp"] / "run"
+    out.mkdir()
+    result = run_clean(noisy_folder, out)
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "Traceback" not in result.output
+
+
+def test_bad_recipe_key_names_the_key(noisy_folder):
+    result = run_clean(noisy_folder, noisy_folder["tmp"] / "run", "train.epocs=3")
+    assert result.exit_code == 2
+    assert "train.epocs" in result.output and "did you mean 'epochs'" in result.output
+    assert not (noisy_folder["tmp"] / "run").exists()
+
+
+def test_missing_data_folder(tmp_path):
+    clean = tmp_path / "clean.csv"
+    clean.write_text("path,label\na.png,x\n")
+    result = runner.invoke(app, ["clean", str(tmp_path / "nope"), "--clean", str(clean), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "nope" in result.output and "not found" in result.output
+
+
+def test_dry_run_prints_resolved_recipe_and_writes_nothing(noisy_folder):
+    out = noisy_folder["tmp"] / "run"
+    result = run_clean(noisy_folder, out, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "width: 8" in result.output and "120 images" in result.output
+    assert not out.exists()

@@ -1,0 +1,77 @@
+"""Recipes: every shipped one validates; bad keys, types and ranges are named."""
+from __future__ import annotations
+
+import pytest
+
+from emlc_cli.errors import RecipeError
+from emlc_cli.recipe import builtin_recipe_names, builtin_recipes_dir, load_recipe, recipe_from_dict
+
+
+def test_shipped_recipes_include_the_promised_ones():
+    names = builtin_recipe_names()
+    for name in ("quick", "default", "cifar10_resnet34", "clothing1m_resnet50"):
+        assert name in names
+
+
+@pytest.mark.parametrize("name", builtin_recipe_names())
+def test_every_shipped_recipe_validates(name):
+    from emlc_cli.models import validate_backbone
+
+    recipe = load_recipe(name)
+    assert recipe.name == name and recipe.description
+    validate_backbone(recipe.model.backbone, recipe.model.weights)
+
+
+def test_builtin_dir_is_the_package_resource():
+    assert (builtin_recipes_dir() / "quick.yaml").is_file()
+
+
+def test_overrides_apply_with_types():
+    recipe = load_recipe("quick", ["train.epochs=4", "model.width=8", "correct.rule=argmax", "train.teacher_lr=1e-2"])
+    assert recipe.train.epochs == 4 and recipe.model.width == 8 and recipe.correct.rule == "argmax"
+    assert recipe.train.teacher_lr == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({"train": {"epocs": 3}}, "train.epocs' : unknown key (did you mean 'epochs'?)"),
+    ({"trian": {}}, "'trian': unknown key (did you mean 'train'?)"),
+    ({"train": {"epochs": "many"}}, "train.epochs': expected int, got str"),
+    ({"train": {"epochs": 0}}, "expected a value in [1, 100000], got 0"),
+    ({"correct": {"rule": "argmx"}}, "did you mean 'argmax'?"),
+    ({"meta": {"steps": 5}, "train": {"batch_size": 64}}, "must be divisible by meta.steps=5"),
+    ({"meta": {"warmup_epochs": 10}, "train": {"epochs": 10}}, "meta.warmup_epochs"),
+    ({"model": {"small_stem": "yes"}}, "expected bool"),
+])
+def test_bad_values_name_the_key(raw, fragment):
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict(raw)
+    assert fragment.replace("' :", "':") in info.value.one_line()
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 3\n  batch_size: [64\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(path))
+    assert "bad.yaml" in info.value.one_line() and "line" in info.value.one_line()
+
+
+def test_unknown_recipe_name_lists_shipped():
+    with pytest.raises(RecipeError) as info:
+        load_recipe("quik")
+    assert "did you mean 'quick'" in info.value.one_line()
+
+
+def test_recipe_values_are_never_code(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("train:\n  epochs: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(RecipeError):
+        load_recipe(str(path))
+
+
+def test_unknown_backbone_lists_close_names():
+    from emlc_cli.models import validate_backbone
+
+    with pytest.raises(RecipeError) as info:
+        validate_backbone("resnet180", "none")
+    assert "model.backbone" in info.value.one_line() and "resnet18" in info.value.one_line()
