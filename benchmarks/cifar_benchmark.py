@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from emlc_cli import metrics
 from emlc_cli.data.loaders import BatchMaker, epoch_batches, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
-from emlc_cli.data.sources import decode_images, load_image_folder
+from emlc_cli.data.sources import LabeledImages, decode_images, load_image_folder
 from emlc_cli.models import build_classifier
 from emlc_cli.recipe import load_recipe
 
@@ -62,11 +62,12 @@ def load_task(cifar: Path, task: Path, size: int):
     truth = {p: l for p, l, _ in read_path_label_csv(task / "truth.csv")}
     clean = {p for p, _, _ in read_path_label_csv(task / "clean.csv")}
     paths = sorted(given)
-    images, _ = decode_images(cifar / "train", paths, size)
+    subset = LabeledImages(cifar / "train", paths, np.zeros(len(paths), dtype=np.int64), classes)
+    images, _ = decode_images(subset, size)
     lab = lambda d: torch.tensor([classes.index(d[p]) for p in paths])  # noqa: E731
     is_clean = torch.tensor([p in clean for p in paths])
     test = load_image_folder(cifar / "test")
-    test_images, _ = decode_images(test.root, test.paths, size)
+    test_images, _ = decode_images(test, size)
     return classes, paths, images, lab(given), lab(truth), is_clean, test_images, torch.from_numpy(test.labels)
 
 

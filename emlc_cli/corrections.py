@@ -68,3 +68,29 @@ def correct(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, rule: str,
         labels = np.where(keep, given, labels)
         confidence = np.where(keep, dist[np.arange(len(given)), given], confidence)
     return Corrections(labels, confidence, dist)
+
+
+def verification_candidates(fixed: Corrections, given: np.ndarray, retain: np.ndarray, teacher: np.ndarray,
+                            student: np.ndarray, limit: int | None = None) -> list[tuple[int, str, float]]:
+    """Rows whose verification would help the next round most: the least certain decisions first.
+
+    priority = 1 - confidence of the decision, raised when teacher and student disagree or when the
+    enhancer's retain weight contradicts the decision. Returns (row, reason, priority), best first.
+    """
+    n = len(given)
+    limit = limit if limit is not None else min(n, max(100, n // 20))
+    changed = fixed.labels != given
+    disagree = teacher.argmax(1) != student.argmax(1)
+    contradicts = np.where(changed, retain > 0.5, retain < 0.5)
+    priority = (1.0 - fixed.confidence) + 0.25 * disagree + 0.25 * contradicts
+    order = np.argsort(-priority, kind="stable")[:limit]
+    return [(int(i), _reason(bool(changed[i]), bool(disagree[i]), bool(contradicts[i])), float(priority[i])) for i in order]
+
+
+def _reason(changed: bool, disagree: bool, contradicts: bool) -> str:
+    parts = ["changed with low confidence" if changed else "kept with low confidence"]
+    if disagree:
+        parts.append("teacher and student disagree")
+    if contradicts:
+        parts.append("enhancer " + ("would keep the given label" if changed else "doubts the given label"))
+    return "; ".join(parts)

@@ -20,7 +20,8 @@ from emlc_cli.runtime import pick_device
 def load_student(run: Path, device: torch.device) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the student from its JSON config and safetensors weights."""
     state, config = load_model_files(run, "student")
-    model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"])
+    model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"],
+                             in_features=config.get("in_features", 0))
     model.load_state_dict(state)
     return model.to(device).eval(), config
 
@@ -41,7 +42,7 @@ def evaluate_student(run: Path, data: Path, device: str = "auto") -> dict[str, A
     if unknown:
         raise DataError(f"class folder '{unknown[0]}' is not a class of the run ({', '.join(config['classes'])})", path=data)
     truth = np.array([config["classes"].index(dataset.classes[l]) for l in dataset.labels])
-    images, bad = decode_images(dataset.root, dataset.paths, config["input_size"])
+    images, bad = decode_images(dataset, config["input_size"])
     keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
     predicted = predict_images(model, images[torch.as_tensor(keep)], torch_device)
     return {

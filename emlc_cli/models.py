@@ -30,6 +30,19 @@ class SmallCNN(nn.Module):
         return self.body(x)
 
 
+class FeatureMLP(nn.Module):
+    """For feature-vector datasets (precomputed embeddings): LayerNorm -> Linear -> GELU -> Linear -> GELU."""
+
+    def __init__(self, in_features: int, width: int = 256) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.LayerNorm(in_features), nn.Linear(in_features, width), nn.GELU(),
+                                  nn.Dropout(0.1), nn.Linear(width, width), nn.GELU())
+        self.out_features = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
 class Classifier(nn.Module):
     """Backbone -> features -> logits. forward returns logits; `features_and_logits` both."""
 
@@ -67,8 +80,14 @@ class Teacher(nn.Module):
         self.enhancer = enhancer
 
 
-def build_backbone(name: str, width: int = 16, small_stem: bool = True, weights: str = "none") -> tuple[nn.Module, int]:
-    """A feature extractor and its output width. `name`: small_cnn or any torchvision classification model."""
+def build_backbone(name: str, width: int = 16, small_stem: bool = True, weights: str = "none",
+                   in_features: int = 0) -> tuple[nn.Module, int]:
+    """A feature extractor and its output width: small_cnn, mlp (feature vectors, needs in_features),
+    or any torchvision classification model."""
+    if name == "mlp":
+        mlp = FeatureMLP(in_features, width)
+        _load_local_weights(mlp, weights)
+        return mlp, mlp.out_features
     if name == "small_cnn":
         net = SmallCNN(width)
         _load_local_weights(net, weights)
@@ -83,21 +102,23 @@ def build_backbone(name: str, width: int = 16, small_stem: bool = True, weights:
     return net, dim
 
 
-def build_classifier(name: str, num_classes: int, width: int = 16, small_stem: bool = True, weights: str = "none") -> Classifier:
-    backbone, dim = build_backbone(name, width, small_stem, weights)
+def build_classifier(name: str, num_classes: int, width: int = 16, small_stem: bool = True, weights: str = "none",
+                     in_features: int = 0) -> Classifier:
+    backbone, dim = build_backbone(name, width, small_stem, weights, in_features)
     return Classifier(backbone, dim, num_classes)
 
 
-def build_teacher(name: str, num_classes: int, width: int, small_stem: bool, weights: str, hidden: int, embedding: int) -> Teacher:
-    classifier = build_classifier(name, num_classes, width, small_stem, weights)
+def build_teacher(name: str, num_classes: int, width: int, small_stem: bool, weights: str, hidden: int, embedding: int,
+                  in_features: int = 0) -> Teacher:
+    classifier = build_classifier(name, num_classes, width, small_stem, weights, in_features)
     return Teacher(classifier, Enhancer(classifier.feature_dim, num_classes, hidden, embedding))
 
 
 def validate_backbone(name: str, weights: str) -> None:
     """Fail before any data is read if the backbone or its weights cannot be resolved."""
-    if name == "small_cnn":
+    if name in ("small_cnn", "mlp"):
         if weights not in ("none", "") and not Path(weights).is_file():
-            raise RecipeError(f"small_cnn takes 'none' or a local state-dict file, got '{weights}'", key="model.weights")
+            raise RecipeError(f"{name} takes 'none' or a local state-dict file, got '{weights}'", key="model.weights")
         return
     import torchvision
 

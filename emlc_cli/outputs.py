@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from emlc_cli.errors import DataError, OutputError
 
 CORRECTED_COLUMNS = ["path", "label", "corrected_label", "confidence", "changed", "split"]
+TO_VERIFY_COLUMNS = ["path", "label", "corrected_label", "confidence", "reason", "priority"]
 
 
 def check_out_dir(out: Path, data_root: Path | None, overwrite: bool) -> None:

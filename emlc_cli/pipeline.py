@@ -19,7 +19,7 @@ from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
 from emlc_cli.data.sources import LabeledImages, check_inside, decode_images, load_image_folder
 from emlc_cli.errors import DataError
 from emlc_cli.models import validate_backbone
-from emlc_cli.outputs import CORRECTED_COLUMNS, RunDir, check_out_dir
+from emlc_cli.outputs import CORRECTED_COLUMNS, TO_VERIFY_COLUMNS, RunDir, check_out_dir
 from emlc_cli.recipe import Recipe, dump_recipe
 from emlc_cli.runtime import pick_device, seed_everything
 from emlc_cli.trainer import EpochReport, MetaTrainer, StepReport
@@ -137,7 +137,7 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
 def _decode(prepared: Prepared, recipe: Recipe) -> tuple[torch.Tensor, dict[int, str]]:
     ds = prepared.dataset
     started = time.perf_counter()
-    images, bad = decode_images(ds.root, ds.paths, recipe.data.image_size, recipe.data.decode_workers)
+    images, bad = decode_images(ds, recipe.data.image_size, recipe.data.decode_workers)
     log.info("decoded %d images in %.1fs", len(ds), time.perf_counter() - started)
     skipped = dict(bad)
     bad_clean = [ds.paths[i] for i in skipped if i in prepared.verified]
@@ -163,6 +163,7 @@ class _Result:
     labels: np.ndarray
     confidence: np.ndarray
     temperature: float
+    to_verify: list[list[Any]] = field(default_factory=list)
 
 
 def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int], recipe: Recipe) -> _Result:
@@ -179,7 +180,11 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
     probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
     fixed = corrections.correct(probs, preds["retain"], given, recipe.correct.rule, recipe.correct.threshold)
     labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
-    return _Result(labels, confidence, temperature)
+    suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])
+    names, paths = prepared.dataset.classes, prepared.dataset.paths
+    rows = [[paths[noisy_idx[i]], names[given[i]], names[fixed.labels[i]], f"{fixed.confidence[i]:.4f}", reason, f"{score:.4f}"]
+            for i, reason, score in suggestions]
+    return _Result(labels, confidence, temperature, rows)
 
 
 def _write_outputs(run: RunDir, prepared: Prepared, result: _Result, trainer: MetaTrainer, recipe: Recipe, summary: dict) -> None:
@@ -191,16 +196,24 @@ def _write_outputs(run: RunDir, prepared: Prepared, result: _Result, trainer: Me
         for i, path in enumerate(ds.paths) if path not in skipped
     ]
     run.write_csv("corrected.csv", CORRECTED_COLUMNS, rows)
-    config = _model_config(ds.classes, recipe)
+    config = _model_config(ds.classes, recipe, int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0)
     run.write_model("student", trainer.student, {**config, "role": "student"})
     run.write_model("teacher", trainer.teacher, {**config, "role": "teacher+enhancer"})
+    run.write_csv("to_verify.csv", TO_VERIFY_COLUMNS, result.to_verify)
+    run.write_json("source.json", _source_record(ds))
     run.write_text("recipe.yaml", dump_recipe(recipe))
 
 
-def _model_config(classes: list[str], recipe: Recipe) -> dict[str, Any]:
+def _source_record(ds: LabeledImages) -> dict[str, Any]:
+    """Where the run's data came from, so review/push/export can find the images again (read-only)."""
+    return {"kind": ds.kind, "root": str(Path(ds.root).resolve()), "classes": ds.classes}
+
+
+def _model_config(classes: list[str], recipe: Recipe, in_features: int = 0) -> dict[str, Any]:
     m = recipe.model
     return {
         "architecture": m.backbone, "width": m.width, "small_stem": m.small_stem, "num_classes": len(classes),
+        "in_features": in_features,
         "classes": classes, "input_size": recipe.data.image_size, "mean": list(MEAN), "std": list(STD),
         "enhancer_hidden": m.enhancer_hidden, "label_embedding": m.label_embedding, "emlc_version": __version__,
     }

@@ -65,10 +65,11 @@ class MetaTrainer:
         self.noisy, self.clean, self.holdout = noisy, clean, holdout
         self.generator = torch.Generator().manual_seed(seed)
         m = recipe.model
-        self.student = build_classifier(m.backbone, num_classes, m.width, m.small_stem, m.weights).to(device)
+        in_features = int(noisy.images.shape[1]) if noisy.images.ndim == 2 else 0
+        self.student = build_classifier(m.backbone, num_classes, m.width, m.small_stem, m.weights, in_features).to(device)
         self.teacher = build_teacher(m.backbone, num_classes, m.width, m.small_stem, m.weights,
-                                     m.enhancer_hidden, m.label_embedding).to(device)
-        self.channels_last = device.type == "cuda" or m.backbone == "small_cnn"
+                                     m.enhancer_hidden, m.label_embedding, in_features).to(device)
+        self.channels_last = noisy.images.ndim == 4 and (device.type == "cuda" or m.backbone == "small_cnn")
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
             self.teacher.to(memory_format=torch.channels_last)

@@ -35,6 +35,8 @@ class BatchMaker:
 
     def __call__(self, images: Tensor, train: bool, generator: torch.Generator | None = None) -> Tensor:
         x = images.to(self.device, non_blocking=True).float()
+        if x.ndim == 2:  # feature vectors: no augmentation, no pixel normalisation
+            return x
         if train and self.augment != "none":
             x = self._augment(x, generator)
         x = (x - self.mean) / self.std

@@ -6,6 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -20,7 +21,12 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 @dataclass
 class LabeledImages:
-    """A labelled image set: paths relative to `root` (sorted), given labels, class names."""
+    """The one internal form of every source: ids (sorted), given labels, class names, and a way to read item i.
+
+    For an image folder, ids are paths relative to `root` and `open_image` is None (files are read from disk).
+    Other sources set `open_image(i) -> PIL.Image` (e.g. Arrow-backed Hugging Face datasets), or `features`
+    (an N x D float array) for feature-vector datasets, which skip images altogether.
+    """
 
     root: Path
     paths: list[str]
@@ -28,12 +34,18 @@ class LabeledImages:
     classes: list[str]
     ignored_files: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    open_image: Optional[Callable[[int], Image.Image]] = None
+    features: Optional[np.ndarray] = None
+    kind: str = "imagefolder"
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def index_of(self) -> dict[str, int]:
         return {p: i for i, p in enumerate(self.paths)}
+
+    def open(self, i: int) -> Image.Image:
+        return self.open_image(i) if self.open_image is not None else Image.open(self.root / self.paths[i])
 
 
 def load_image_folder(root: Path, labels_csv: Path | None = None) -> LabeledImages:
@@ -114,25 +126,28 @@ def check_inside(root: Path, relpath: str, source: Path, row: int) -> Path:
     return full
 
 
-def decode_images(root: Path, paths: list[str], size: int, workers: int = 0) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    """Decode every image once into a uint8 tensor [N, 3, size, size]; unreadable ones come back listed."""
-    out = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
+def decode_images(data: LabeledImages, size: int, workers: int = 0) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Decode every item once: uint8 [N, 3, size, size] for images, float32 [N, D] for feature vectors.
+    Unreadable images come back listed as (index, reason)."""
+    if data.features is not None:
+        return torch.as_tensor(np.asarray(data.features, dtype=np.float32)), []
+    out = torch.zeros((len(data), 3, size, size), dtype=torch.uint8)
     bad: list[tuple[int, str]] = []
 
     def work(i: int) -> None:
         try:
-            out[i] = torch.from_numpy(_read_rgb(root / paths[i], size)).permute(2, 0, 1)
+            out[i] = torch.from_numpy(_read_rgb(data.open(i), size)).permute(2, 0, 1)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
             bad.append((i, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
 
     threads = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(work, range(len(paths)), chunksize=256))
+        list(pool.map(work, range(len(data)), chunksize=256))
     return out, sorted(bad)
 
 
-def _read_rgb(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as img:
+def _read_rgb(opened: Image.Image, size: int) -> np.ndarray:
+    with opened as img:
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             scale = 1.0 / 256.0 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 1.0
