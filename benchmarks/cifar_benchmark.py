@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from emlc_cli import metrics
-from emlc_cli.data.loaders import BatchMaker, epoch_batches, ordered_batches
+from emlc_cli.data.loaders import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.data.sources import LabeledImages, decode_images, load_image_folder
 from emlc_cli.models import build_classifier
@@ -40,7 +40,8 @@ def train_ce(recipe, images, labels, num_classes, seed):
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     model.train()
     for _ in range(t.epochs):
-        for idx in epoch_batches(len(labels), t.batch_size, gen):
+        order = torch.randperm(len(labels), generator=gen)
+        for idx in order[: len(order) - len(order) % t.batch_size].split(t.batch_size):
             loss = F.cross_entropy(model(batches(images[idx], True, gen)), labels[idx])
             opt.zero_grad()
             loss.backward()

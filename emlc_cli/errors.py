@@ -5,6 +5,8 @@ from __future__ import annotations
 class EmlcError(Exception):
     """Base of every error a user can cause and fix."""
 
+    exit_code = 2
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -44,3 +46,9 @@ class DeviceError(EmlcError):
 
 class TrainingError(EmlcError):
     """Training diverged (NaN/Inf) or otherwise cannot continue."""
+
+
+class Interrupted(EmlcError):
+    """Ctrl-C or SIGTERM: the training state was saved; --resume continues."""
+
+    exit_code = 130

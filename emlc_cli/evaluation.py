@@ -10,7 +10,8 @@ import torch
 from emlc_cli import metrics
 from emlc_cli.data.loaders import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
-from emlc_cli.data.sources import decode_images, load_image_folder
+from emlc_cli.data.hf import FOLDER_KINDS, check_model_input, load_source, read_source_record
+from emlc_cli.data.sources import decode_images
 from emlc_cli.errors import DataError
 from emlc_cli.models import Classifier, build_classifier
 from emlc_cli.outputs import load_model_files, read_corrected
@@ -33,16 +34,20 @@ def predict_images(model: Classifier, images: torch.Tensor, device: torch.device
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
-def evaluate_student(run: Path, data: Path, device: str = "auto") -> dict[str, Any]:
-    """Student accuracy and per-class precision/recall on an image folder of true labels."""
+def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, Any]:
+    """Student accuracy and per-class precision/recall on data with true labels: an image folder, or any
+    source emlc clean reads (a path, hf://owner/name, or a SourceSpec)."""
     torch_device = pick_device(device)
     model, config = load_student(run, torch_device)
-    dataset = load_image_folder(data)
+    dataset = load_source(data)
+    check_model_input(dataset, config["architecture"])
     unknown = [c for c in dataset.classes if c not in config["classes"]]
     if unknown:
-        raise DataError(f"class folder '{unknown[0]}' is not a class of the run ({', '.join(config['classes'])})", path=data)
+        raise DataError(f"class '{unknown[0]}' is not a class of the run ({', '.join(config['classes'])})", path=data)
     truth = np.array([config["classes"].index(dataset.classes[l]) for l in dataset.labels])
     images, bad = decode_images(dataset, config["input_size"])
+    if images.ndim == 2 and images.shape[1] != config.get("in_features"):
+        raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length {config.get('in_features')}", path=data)
     keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
     predicted = predict_images(model, images[torch.as_tensor(keep)], torch_device)
     return {
@@ -54,8 +59,9 @@ def evaluate_student(run: Path, data: Path, device: str = "auto") -> dict[str, A
 def evaluate_truth(run: Path, truth_csv: Path) -> dict[str, Any]:
     """Given vs corrected label accuracy on the rows `truth_csv` covers, and "changed" as a noise detector."""
     rows = {row["path"]: row for row in read_corrected(run)}
+    key = "path" if read_source_record(run, required=False).get("kind", "imagefolder") in FOLDER_KINDS else "id"
     truth = {}
-    for path, label, row in read_path_label_csv(truth_csv):
+    for path, label, row in read_path_label_csv(truth_csv, key=key):
         truth[Path(path).as_posix().removeprefix("./")] = label
     covered = [p for p in truth if p in rows]
     if not covered:

@@ -14,13 +14,25 @@ from safetensors.torch import load_file, save_file
 
 from emlc_cli.errors import DataError, OutputError
 
+STATE_FILE = "training_state.pt"
 CORRECTED_COLUMNS = ["path", "label", "corrected_label", "confidence", "changed", "split"]
 TO_VERIFY_COLUMNS = ["path", "label", "corrected_label", "confidence", "reason", "priority"]
 
 
-def check_out_dir(out: Path, data_root: Path | None, overwrite: bool) -> None:
+def staging_path(out: Path) -> Path:
+    """Where a run is built (and its resumable state kept) until it is complete."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.partial")
+
+
+def check_out_dir(out: Path, data_root: Path | None, overwrite: bool, resume: bool = False) -> None:
     """Refuse an existing run folder (unless overwrite), a folder inside DATA, or an unwritable parent."""
     out = Path(out)
+    staged = staging_path(out)
+    if resume and not (staged / STATE_FILE).is_file():
+        raise OutputError(f"--resume: no interrupted run to continue for --out {out} (expected {staged / STATE_FILE})")
+    if not resume and not overwrite and staged.exists():
+        raise OutputError(f"--out {out}: an interrupted run exists ({staged}); pass --resume to continue it or --overwrite to start over")
     if data_root is not None:
         try:
             out.resolve().relative_to(Path(data_root).resolve())
@@ -39,19 +51,35 @@ def check_out_dir(out: Path, data_root: Path | None, overwrite: bool) -> None:
 
 
 class RunDir:
-    """Write files into a staging folder; `commit()` moves it to `final` atomically."""
+    """Write files into the staging folder; `commit()` renames it to `final` in one step.
 
-    def __init__(self, final: Path) -> None:
+    The staging folder also holds the resumable training state. On an error it is removed, unless a
+    training state was saved in it (then --resume can continue from the last good checkpoint).
+    """
+
+    def __init__(self, final: Path, resume: bool = False) -> None:
         self.final = Path(final)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".partial", dir=self.final.parent))
+        self.path = staging_path(self.final)
+        if not resume and self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def __enter__(self) -> "RunDir":
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
+        if exc_type is not None and not (self.path / STATE_FILE).exists():
             shutil.rmtree(self.path, ignore_errors=True)
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Atomic: a crash mid-write leaves the previous state in place."""
+        target = self.path / STATE_FILE
+        partial = target.with_suffix(".tmp")
+        torch.save(state, partial)
+        os.replace(partial, target)
+
+    def load_state(self) -> dict[str, Any]:
+        return load_training_state(self.path / STATE_FILE)
 
     def write_json(self, name: str, data: Any) -> Path:
         target = self.path / name
@@ -77,6 +105,7 @@ class RunDir:
         self.write_json(f"{stem}.json", config)
 
     def commit(self) -> Path:
+        (self.path / STATE_FILE).unlink(missing_ok=True)
         old = None
         if self.final.exists():
             old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
@@ -97,6 +126,17 @@ def load_model_files(run: Path, stem: str) -> tuple[dict[str, torch.Tensor], dic
         return load_file(str(weights)), json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read checkpoint: {err}", path=weights) from None
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """Tensors and plain containers only (weights_only=True); anything pickled is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise OutputError(f"{path}: training state not found") from None
+    except Exception as err:  # torch raises UnpicklingError / RuntimeError for non-tensor payloads
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OutputError(f"{path}: refused, not a tensors-only checkpoint ({first[:160]})") from None
 
 
 def read_corrected(run: Path) -> list[dict[str, str]]:

@@ -2,13 +2,16 @@
 recipe -> data source -> tensors -> trainer -> corrections -> outputs."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -16,11 +19,13 @@ import torch
 from emlc_cli import __version__, corrections, metrics
 from emlc_cli.data.loaders import MEAN, STD, TensorSet
 from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
-from emlc_cli.data.sources import LabeledImages, check_inside, decode_images, load_image_folder
-from emlc_cli.errors import DataError
+from emlc_cli.data.hf import SourceSpec, check_model_input, load_source, manifest_key
+from emlc_cli.data.sources import LabeledImages, check_inside, decode_images
+from emlc_cli.errors import DataError, Interrupted
 from emlc_cli.models import validate_backbone
-from emlc_cli.outputs import CORRECTED_COLUMNS, TO_VERIFY_COLUMNS, RunDir, check_out_dir
-from emlc_cli.recipe import Recipe, dump_recipe
+from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, RunDir, check_out_dir,
+                              load_training_state, staging_path)
+from emlc_cli.recipe import Recipe, dump_recipe, recipe_from_dict
 from emlc_cli.runtime import pick_device, seed_everything
 from emlc_cli.trainer import EpochReport, MetaTrainer, StepReport
 
@@ -53,16 +58,21 @@ class CleanResult:
     summary: dict[str, Any]
 
 
-def prepare(data: Path, clean_csv: list[Path], recipe: Recipe, labels_csv: Path | None = None, seed: int = 0) -> Prepared:
-    """Read and validate the dataset and the verified subset; nothing is trained or written."""
+def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, labels_csv: Path | None = None, seed: int = 0) -> Prepared:
+    """Read and validate the dataset and the verified subset; nothing is trained or written.
+
+    `data` is an image folder, or any source emlc_cli.data.hf reads (a SourceSpec, or a path / hf:// string)."""
     validate_backbone(recipe.model.backbone, recipe.model.weights)
-    dataset = load_image_folder(Path(data), labels_csv)
+    dataset = load_source(data, labels_csv)
+    check_model_input(dataset, recipe.model.backbone)
     verified: dict[int, int] = {}
     index = dataset.index_of()
+    key = manifest_key(dataset)
     for manifest in clean_csv:
-        rows = read_path_label_csv(Path(manifest))
+        rows = read_path_label_csv(Path(manifest), key=key)
         for path, _, row in rows:
-            check_inside(dataset.root, path, Path(manifest), row)
+            if key == "path":
+                check_inside(dataset.root, path, Path(manifest), row)
         for i, label in resolve_clean_rows(rows, Path(manifest), index, dataset.classes).items():
             if verified.setdefault(i, label) != label:
                 raise DataError(f"'{dataset.paths[i]}' is verified with conflicting labels across manifests", path=manifest)
@@ -105,28 +115,33 @@ def _holdout(verified: dict[int, int], fraction: float, seed: int) -> list[int]:
 
 
 def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_csv: Path | None = None,
-          device: str = "auto", seed: int = 0, overwrite: bool = False, on_event: Event | None = None) -> CleanResult:
-    """Run EMLC on `data` with the verified subset in `clean_csv`; write the run folder `out`."""
+          device: str = "auto", seed: int = 0, overwrite: bool = False, on_event: Event | None = None,
+          resume: bool = False, strict: bool = False) -> CleanResult:
+    """Run EMLC on `data` with the verified subset in `clean_csv`; write the run folder `out`.
+
+    With `resume`, the recipe and seed come from the interrupted run's saved state."""
     started = time.perf_counter()
     emit = on_event or (lambda event: None)
-    check_out_dir(Path(out), Path(data), overwrite)
+    check_out_dir(Path(out), Path(data), overwrite, resume)
+    saved = load_training_state(staging_path(Path(out)) / STATE_FILE) if resume else None
+    if saved is not None:
+        recipe, seed = recipe_from_dict(saved["recipe"], source="saved training state"), int(saved["seed"])
     torch_device = pick_device(device)
     prepared = prepare(data, clean_csv, recipe, labels_csv, seed)
     for warning in prepared.warnings:
         log.warning(warning)
     emit(prepared)
     seed_everything(seed)
-    images, skipped = _decode(prepared, recipe)
+    images, skipped = _decode(prepared, recipe, strict)
     noisy_idx = [i for i in prepared.noisy if i not in skipped]
     trainer = MetaTrainer(recipe, len(prepared.dataset.classes), *_tensor_sets(prepared, images, noisy_idx, torch_device),
                           device=torch_device, seed=seed)
-    train_started = time.perf_counter()
-    for report in trainer.run():
-        emit(report)
-    train_seconds = time.perf_counter() - train_started
-    result = _corrections(trainer, prepared, images, noisy_idx, recipe)
-    summary = _summary(prepared, result, trainer, skipped, recipe, torch_device, started, train_seconds, noisy_idx)
-    with RunDir(Path(out)) as run:
+    with RunDir(Path(out), resume=resume) as run:
+        if saved is not None:
+            trainer.load_training_state(saved["trainer"])
+        train_seconds = _train(trainer, run, recipe, seed, emit)
+        result = _corrections(trainer, prepared, images, noisy_idx, recipe)
+        summary = _summary(prepared, result, trainer, skipped, recipe, torch_device, started, train_seconds, noisy_idx)
         _write_outputs(run, prepared, result, trainer, recipe, summary)
         summary["wall_seconds"] = round(time.perf_counter() - started, 2)
         run.write_json("summary.json", summary)
@@ -134,11 +149,50 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
     return CleanResult(final, summary)
 
 
-def _decode(prepared: Prepared, recipe: Recipe) -> tuple[torch.Tensor, dict[int, str]]:
+def _train(trainer: MetaTrainer, run: RunDir, recipe: Recipe, seed: int, emit: Event) -> float:
+    """Run the trainer, saving the full state after every epoch and when SIGTERM / Ctrl-C asks to stop."""
+    started = time.perf_counter()
+    save = lambda: run.save_state({"trainer": trainer.training_state(), "recipe": recipe.to_dict(), "seed": seed})  # noqa: E731
+    with stop_on_signals(trainer):
+        for report in trainer.run():
+            emit(report)
+            if isinstance(report, EpochReport):
+                save()
+    if trainer.stop_requested:
+        save()
+        raise Interrupted(f"stopped at epoch {trainer.epoch + 1}, step {trainer.step}; the training state is saved in "
+                          f"{run.path}; run the same command with --resume to continue")
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: MetaTrainer) -> Iterator[None]:
+    """SIGTERM or a first Ctrl-C asks the trainer to stop after the current step; a second Ctrl-C stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+        log.warning("stopping after this step (signal %d); the training state will be saved", signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _decode(prepared: Prepared, recipe: Recipe, strict: bool = False) -> tuple[torch.Tensor, dict[int, str]]:
     ds = prepared.dataset
     started = time.perf_counter()
     images, bad = decode_images(ds, recipe.data.image_size, recipe.data.decode_workers)
     log.info("decoded %d images in %.1fs", len(ds), time.perf_counter() - started)
+    if strict and bad:
+        raise DataError(f"unreadable image ({bad[0][1]}); {len(bad)} in all (drop --strict to skip them)", path=ds.root / ds.paths[bad[0][0]])
     skipped = dict(bad)
     bad_clean = [ds.paths[i] for i in skipped if i in prepared.verified]
     if bad_clean:
@@ -206,7 +260,7 @@ def _write_outputs(run: RunDir, prepared: Prepared, result: _Result, trainer: Me
 
 def _source_record(ds: LabeledImages) -> dict[str, Any]:
     """Where the run's data came from, so review/push/export can find the images again (read-only)."""
-    return {"kind": ds.kind, "root": str(Path(ds.root).resolve()), "classes": ds.classes}
+    return {**ds.origin, "kind": ds.kind, "root": str(Path(ds.root).resolve()), "classes": ds.classes}
 
 
 def _model_config(classes: list[str], recipe: Recipe, in_features: int = 0) -> dict[str, Any]:
@@ -228,6 +282,7 @@ def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped:
     return {
         "images": len(ds), "noisy": len(noisy_idx), "verified": len(prepared.verified),
         "verified_train": len(prepared.clean_train), "holdout": len(prepared.holdout),
+        "holdout_paths": [ds.paths[i] for i in prepared.holdout],
         "changed": int(changed.sum()), "estimated_noise_rate": float(changed.mean()) if len(changed) else 0.0,
         "changed_per_class": {classes[c]: int(changed[given == c].sum()) for c in range(len(classes))},
         "classes": classes, "change_matrix": metrics.change_matrix(given, fixed, len(classes)),

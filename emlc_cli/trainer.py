@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emlc_cli import meta
-from emlc_cli.data.loaders import BatchMaker, TensorSet, endless_batches, epoch_batches, ordered_batches
+from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet, ordered_batches
 from emlc_cli.errors import TrainingError
 from emlc_cli.models import Classifier, Teacher, build_classifier, build_teacher
 from emlc_cli.recipe import Recipe
@@ -70,6 +70,8 @@ class MetaTrainer:
         self.teacher = build_teacher(m.backbone, num_classes, m.width, m.small_stem, m.weights,
                                      m.enhancer_hidden, m.label_embedding, in_features).to(device)
         self.channels_last = noisy.images.ndim == 4 and (device.type == "cuda" or m.backbone == "small_cnn")
+        # bf16 autocast on CUDA for the heavy forwards; the look-ahead gradient and the JVP stay in fp32
+        self.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
             self.teacher.to(memory_format=torch.channels_last)
@@ -80,6 +82,10 @@ class MetaTrainer:
         self.best_state: dict | None = None
         self.best_score = -1.0
         self.history: list[EpochReport] = []
+        self.noisy_sampler = ShuffledSampler(len(noisy), recipe.train.batch_size)
+        self.clean_sampler = ShuffledSampler(len(clean), recipe.train.clean_batch_size, endless=True)
+        self.epoch, self.step = 0, 0  # where run() starts: the next step to take
+        self.stop_requested = False
 
     def _steps_per_epoch(self) -> int:
         steps = max(1, len(self.noisy) // self.recipe.train.batch_size)
@@ -118,35 +124,42 @@ class MetaTrainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> Iterator[StepReport | EpochReport]:
+        """Train from (self.epoch, self.step) to the end; stops after a step when stop_requested is set."""
         r = self.recipe
-        for epoch in range(r.train.epochs):
-            phase = "warmup" if epoch < r.meta.warmup_epochs else "meta"
-            if phase == "meta" and epoch == r.meta.warmup_epochs and epoch > 0:
-                self._teacher_from_student()
+        while self.epoch < r.train.epochs:
+            phase = "warmup" if self.epoch < r.meta.warmup_epochs else "meta"
+            if self.step == 0:
+                if phase == "meta" and self.epoch == r.meta.warmup_epochs and self.epoch > 0:
+                    self._teacher_from_student()
+                self.noisy_sampler.new_pass(self.generator)
             started = time.perf_counter()
-            yield from self._epoch(epoch, phase)
-            yield self._end_epoch(epoch, phase, time.perf_counter() - started)
+            yield from self._epoch(phase)
+            if self.stop_requested:
+                return
+            report = self._end_epoch(self.epoch, phase, time.perf_counter() - started)
+            self.epoch, self.step = self.epoch + 1, 0  # before yielding: a state saved now resumes at the next epoch
+            yield report
         if self.best_state is not None:
             self.load_state(self.best_state)
 
-    def _epoch(self, epoch: int, phase: str) -> Iterator[StepReport]:
+    def _epoch(self, phase: str) -> Iterator[StepReport]:
         r = self.recipe
-        clean_iter = endless_batches(len(self.clean), r.train.clean_batch_size, self.generator)
-        noisy_iter = epoch_batches(len(self.noisy), r.train.batch_size, self.generator)
         started, seen = time.perf_counter(), 0
         self.student.train(), self.teacher.train()
-        for step in range(self.steps_per_epoch):
-            noisy_idx, clean_idx = next(noisy_iter), next(clean_iter)
-            eta = self._set_lrs(epoch * self.steps_per_epoch + step)
+        while self.step < self.steps_per_epoch and not self.stop_requested:
+            noisy_idx = self.noisy_sampler.next(self.generator)
+            clean_idx = self.clean_sampler.next(self.generator)
+            eta = self._set_lrs(self.epoch * self.steps_per_epoch + self.step)
             xn, yn = self._batch(self.noisy, noisy_idx), self.noisy.labels[noisy_idx].to(self.device)
             xc, yc = self._batch(self.clean, clean_idx), self.clean.labels[clean_idx].to(self.device)
             if phase == "warmup":
                 s_loss, t_loss = self.warmup_step(xn, yn, xc, yc), 0.0
             else:
                 s_loss, t_loss = self.meta_step(xn, yn, xc, yc, eta)
+            self.step += 1
             seen += len(noisy_idx)
             rate = seen / max(1e-9, time.perf_counter() - started)
-            yield StepReport(epoch, r.train.epochs, step + 1, self.steps_per_epoch, phase, s_loss, t_loss, rate)
+            yield StepReport(self.epoch, r.train.epochs, self.step, self.steps_per_epoch, phase, s_loss, t_loss, rate)
 
     def _batch(self, data: TensorSet, idx: Tensor) -> Tensor:
         return self.batches(data.images[idx], train=True, generator=self.generator)
@@ -157,7 +170,8 @@ class MetaTrainer:
         x = torch.cat([xn, xc])
         targets = F.one_hot(torch.cat([yn, yc]), self.num_classes).float()
         x, targets = meta.mixup(x, targets, self.recipe.meta.mixup_alpha, self.generator)
-        loss = meta.soft_cross_entropy(self.student(x), targets)
+        with self.autocast():
+            loss = meta.soft_cross_entropy(self.student(x).float(), targets)
         self._check_finite("warm-up student loss", loss)
         self.student_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,7 +181,9 @@ class MetaTrainer:
     def meta_step(self, xn: Tensor, yn: Tensor, xc: Tensor, yc: Tensor, eta: float) -> tuple[float, float]:
         """One EMLC step: K student steps on corrected targets, then the teacher's meta update."""
         cfg, half = self.recipe.meta, xc.shape[0] // 2
-        features, logits = self.teacher.classifier.features_and_logits(torch.cat([xn, xc]))
+        with self.autocast():
+            features, logits = self.teacher.classifier.features_and_logits(torch.cat([xn, xc]))
+        features, logits = features.float(), logits.float()
         fn, fc, ln, lc = features[: len(xn)], features[len(xn):], logits[: len(xn)], logits[len(xn):]
         targets = meta.corrected_targets(ln, self.teacher.enhancer(fn, yn), yn)
         adversarial = meta.adversarial_labels(lc[:half], yc[:half])
@@ -207,7 +223,8 @@ class MetaTrainer:
         for x_chunk, t_chunk in zip(xn.chunk(k_steps), targets.chunk(k_steps)):
             inputs, soft = (torch.cat([x_chunk, extra[0]]), torch.cat([t_chunk, extra[1]])) if extra else (x_chunk, t_chunk)
             before = {n: p.detach().clone() for n, p in params.items()}
-            loss = meta.soft_cross_entropy(self.student(inputs), soft)
+            with self.autocast():
+                loss = meta.soft_cross_entropy(self.student(inputs).float(), soft)
             self._check_finite("student loss", loss)
             self.student_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -279,6 +296,28 @@ class MetaTrainer:
 
     def state(self) -> dict:
         return {"student": copy.deepcopy(self.student.state_dict()), "teacher": copy.deepcopy(self.teacher.state_dict())}
+
+    def training_state(self) -> dict:
+        """Everything needed to continue exactly: weights, optimisers, samplers, RNGs, position, best epoch."""
+        return {
+            "models": self.state(), "student_opt": self.student_opt.state_dict(), "teacher_opt": self.teacher_opt.state_dict(),
+            "noisy_sampler": self.noisy_sampler.state_dict(), "clean_sampler": self.clean_sampler.state_dict(),
+            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch, "step": self.step, "best_score": self.best_score,
+            "best_state": self.best_state or {}, "history": [vars(h) for h in self.history],
+        }
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state(state["models"])
+        self.student_opt.load_state_dict(state["student_opt"])
+        self.teacher_opt.load_state_dict(state["teacher_opt"])
+        self.noisy_sampler.load_state_dict(state["noisy_sampler"])
+        self.clean_sampler.load_state_dict(state["clean_sampler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.step, self.best_score = int(state["epoch"]), int(state["step"]), float(state["best_score"])
+        self.best_state = state["best_state"] or None
+        self.history = [EpochReport(**h) for h in state["history"]]
 
     def load_state(self, state: dict) -> None:
         self.student.load_state_dict(state["student"])

@@ -28,7 +28,7 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("EMLC_DEBUG"):
                 raise
             console.error(err.one_line())
-            raise typer.Exit(2) from None
+            raise typer.Exit(err.exit_code) from None
         except Exception as err:  # map device OOM to its fix; everything else is a bug and keeps its traceback
             if type(err).__name__ != "OutOfMemoryError" or os.environ.get("EMLC_DEBUG"):
                 raise
@@ -52,11 +52,14 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 
 def _register() -> None:
-    from emlc_cli.cli import clean, demo, evaluate, recipes
+    from emlc_cli.cli import clean, demo, evaluate, export, push, recipes, review
 
     app.command("clean")(guarded(clean.clean_command))
     app.command("evaluate")(guarded(evaluate.evaluate_command))
+    app.command("review")(guarded(review.review_command))
     app.command("demo")(guarded(demo.demo_command))
+    app.command("push")(guarded(push.push_command))
+    app.command("export")(guarded(export.export_command))
     recipes_app.command("list")(guarded(recipes.list_command))
     recipes_app.command("show")(guarded(recipes.show_command))
     recipes_app.command("copy")(guarded(recipes.copy_command))

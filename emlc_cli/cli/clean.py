@@ -6,19 +6,31 @@ from typing import Annotated, Optional
 
 import typer
 
-from emlc_cli.cli.options import DeviceOpt, OutOpt, OverridesArg, QuietOpt, RecipeOpt, SeedOpt
+from emlc_cli.cli.options import DeviceOpt, OutOpt, OverridesArg, QuietOpt, SeedOpt
+from emlc_cli.cli.source_options import (ConfigOpt, DataArg, FeatureColumnOpt, IdColumnOpt, ImageColumnOpt, LabelColumnOpt,
+                                         RevisionOpt, SplitOpt, build_spec, command_line)
 
 
 def clean_command(
-    data: Annotated[Path, typer.Argument(help="Image folder (DATA/<class>/<image>), or a flat folder with --labels.", show_default=False)],
-    clean: Annotated[list[Path], typer.Option("--clean", "-c", help="Verified subset, CSV path,label (repeatable).", show_default=False)],
+    ctx: typer.Context,
+    data: DataArg,
+    clean: Annotated[list[Path], typer.Option("--clean", "-c", help="Verified subset, CSV path,label (id,label for datasets; repeatable).", show_default=False)],
     overrides: OverridesArg = None,
     out: OutOpt = None,
-    recipe: RecipeOpt = "default",
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV path,label giving the labels of a flat folder.", show_default=False)] = None,
+    recipe: Annotated[Optional[str], typer.Option("--recipe", "-r", help="Shipped recipe name or a YAML file [default: default, or features with --feature-column]", show_default=False)] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV path,label giving the labels of a flat folder; CSV label[,id] for a .npy file.", show_default=False)] = None,
+    config: ConfigOpt = None,
+    split: SplitOpt = None,
+    revision: RevisionOpt = None,
+    image_column: ImageColumnOpt = None,
+    label_column: LabelColumnOpt = "label",
+    id_column: IdColumnOpt = None,
+    feature_column: FeatureColumnOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same --out.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate inputs and print the resolved recipe; train nothing.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -26,10 +38,12 @@ def clean_command(
     from emlc_cli import console, pipeline
     from emlc_cli.recipe import dump_recipe, load_recipe
 
-    resolved = load_recipe(recipe, overrides or [])
-    out_dir = out or Path("runs") / data.resolve().name
+    spec = build_spec(data, labels, config, split, revision, image_column, label_column, id_column, feature_column,
+                      command=command_line(ctx))
+    resolved = load_recipe(recipe or ("features" if spec.uses_features else "default"), overrides or [])
+    out_dir = out or Path("runs") / spec.run_name()
     if dry_run:
-        prepared = pipeline.prepare(data, clean, resolved, labels, seed)
+        prepared = pipeline.prepare(spec, clean, resolved, labels, seed)
         console.text(dump_recipe(resolved))
         console.text(f"# {len(prepared.dataset)} images, {len(prepared.dataset.classes)} classes, "
                      f"{len(prepared.verified)} verified, {len(prepared.holdout)} held out; would write {out_dir}")
@@ -37,6 +51,7 @@ def clean_command(
             console.warning(message)
         return
     with console.TrainingProgress(quiet) as progress:
-        result = pipeline.clean(data, clean, out_dir, resolved, labels, device, seed, overwrite, on_event=progress)
+        result = pipeline.clean(spec, clean, out_dir, resolved, labels, device, seed, overwrite, on_event=progress,
+                                 resume=resume, strict=strict)
     if not quiet:
         console.clean_summary(result.summary, str(result.out))

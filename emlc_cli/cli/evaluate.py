@@ -8,13 +8,23 @@ from typing import Annotated, Optional
 import typer
 
 from emlc_cli.cli.options import DeviceOpt, JsonOpt
+from emlc_cli.cli.source_options import ConfigOpt, FeatureColumnOpt, IdColumnOpt, ImageColumnOpt, RevisionOpt, SplitOpt
 from emlc_cli.errors import EmlcError
 
 
 def evaluate_command(
     run: Annotated[Path, typer.Argument(help="A run folder written by emlc clean.", show_default=False)],
-    data: Annotated[Optional[Path], typer.Option("--data", help="Image folder with true labels: score the student.", show_default=False)] = None,
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV path,label of true labels: score the corrections.", show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Data with true labels: score the student. Any source emlc clean reads; "
+                    "columns and config default to the run's.", show_default=False)] = None,
+    truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV path,label (id,label for datasets) of true labels: score the corrections.", show_default=False)] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="With --data: labels CSV of a flat folder or a .npy file.", show_default=False)] = None,
+    config: ConfigOpt = None,
+    split: SplitOpt = None,
+    revision: RevisionOpt = None,
+    image_column: ImageColumnOpt = None,
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="Label column (default: the run's).", show_default=False)] = None,
+    id_column: IdColumnOpt = None,
+    feature_column: FeatureColumnOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -26,7 +36,11 @@ def evaluate_command(
     if not run.is_dir():
         raise EmlcError(f"{run}: run folder not found")
     if data is not None:
-        result = evaluation.evaluate_student(run, data, device)
+        from emlc_cli.data.hf import read_source_record, spec_like_run
+
+        spec = spec_like_run(read_source_record(run, required=False), data, labels, config=config, split=split, revision=revision,
+                             image_column=image_column, label_column=label_column, id_column=id_column, feature_column=feature_column)
+        result = evaluation.evaluate_student(run, spec, device)
         if as_json:
             typer.echo(json.dumps(result))
             return

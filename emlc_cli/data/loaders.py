@@ -58,22 +58,38 @@ class BatchMaker:
         return x.gather(3, cols.expand(n, 3, h, w))
 
 
-def epoch_batches(size: int, batch_size: int, generator: torch.Generator, drop_last: bool = True) -> Iterator[Tensor]:
-    """Indices of one shuffled pass."""
-    order = torch.randperm(size, generator=generator)
-    stop = size - size % batch_size if drop_last and size >= batch_size else size
-    for start in range(0, stop, batch_size):
-        yield order[start : start + batch_size]
+class ShuffledSampler:
+    """Shuffled index batches with an explicit position, so a run can stop and resume mid-epoch exactly.
 
+    `endless=True` reshuffles whenever a pass ends (the verified set is smaller than the noisy pool);
+    otherwise one pass is `len // batch_size` full batches.
+    """
 
-def endless_batches(size: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Shuffled batches forever (the clean set is smaller than the noisy pool)."""
-    while True:
-        order = torch.randperm(size, generator=generator)
-        if size < batch_size:
-            order = order.repeat((batch_size + size - 1) // size)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
+    def __init__(self, size: int, batch_size: int, endless: bool = False) -> None:
+        self.size, self.batch_size, self.endless = size, batch_size, endless
+        self.order = torch.zeros(0, dtype=torch.long)
+        self.position = 0
+
+    def new_pass(self, generator: torch.Generator) -> None:
+        order = torch.randperm(self.size, generator=generator)
+        if self.size < self.batch_size:
+            order = order.repeat((self.batch_size + self.size - 1) // self.size)
+        self.order, self.position = order, 0
+
+    def next(self, generator: torch.Generator) -> Tensor:
+        if self.position + self.batch_size > len(self.order):
+            if not self.endless and len(self.order):
+                raise StopIteration
+            self.new_pass(generator)
+        batch = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"order": self.order.clone(), "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order, self.position = state["order"].clone(), int(state["position"])
 
 
 def ordered_batches(size: int, batch_size: int) -> Iterator[Tensor]:

@@ -6,7 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ class LabeledImages:
     For an image folder, ids are paths relative to `root` and `open_image` is None (files are read from disk).
     Other sources set `open_image(i) -> PIL.Image` (e.g. Arrow-backed Hugging Face datasets), or `features`
     (an N x D float array) for feature-vector datasets, which skip images altogether.
+    `origin` records what reopens the source read-only (see emlc_cli.data.hf.SourceSpec); it never holds a token.
     """
 
     root: Path
@@ -37,6 +38,7 @@ class LabeledImages:
     open_image: Optional[Callable[[int], Image.Image]] = None
     features: Optional[np.ndarray] = None
     kind: str = "imagefolder"
+    origin: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -1,0 +1,49 @@
+"""Options that say how to read a data source (Hub, save_to_disk, parquet, metadata.csv, .npy), shared by
+`emlc clean` and `emlc evaluate`, and the canonical command line recorded in the run."""
+from __future__ import annotations
+
+import shlex
+from typing import Annotated, Any, Optional
+
+import typer
+
+DataArg = Annotated[str, typer.Argument(
+    help="Image folder (DATA/<class>/<image>, or flat with --labels), hf://owner/name, a save_to_disk folder, "
+         "a parquet file or folder, an imagefolder with metadata.csv, or features.npy with --labels.",
+    show_default=False)]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Hub dataset configuration (subset).", show_default=False)]
+SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split to read (default: the only one, else 'train').", show_default=False)]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit.", show_default=False)]
+ImageColumnOpt = Annotated[Optional[str], typer.Option("--image-column", help="Image column (default: the first Image feature).", show_default=False)]
+LabelColumnOpt = Annotated[str, typer.Option("--label-column", help="Label column (ClassLabel, string or int).")]
+IdColumnOpt = Annotated[Optional[str], typer.Option("--id-column", help="Column of unique row ids (default: the row index).", show_default=False)]
+FeatureColumnOpt = Annotated[Optional[str], typer.Option(
+    "--feature-column", help="Fixed-length float vector column (embeddings): trains an MLP (recipe 'features').",
+    show_default=False)]
+
+
+def build_spec(data: str, labels: Any = None, config: Optional[str] = None, split: Optional[str] = None,
+               revision: Optional[str] = None, image_column: Optional[str] = None, label_column: str = "label",
+               id_column: Optional[str] = None, feature_column: Optional[str] = None, command: Optional[str] = None) -> Any:
+    from emlc_cli.data.hf import SourceSpec
+
+    return SourceSpec(data, labels_csv=str(labels) if labels else None, config=config, split=split, revision=revision,
+                      image_column=image_column, label_column=label_column, id_column=id_column,
+                      feature_column=feature_column, command=command)
+
+
+def command_line(ctx: typer.Context, secret_params: tuple[str, ...] = ("token",)) -> str:
+    """The current command rebuilt from its parsed parameters (defaults left out, secrets never included)."""
+    words = ["emlc", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in secret_params or value is None or value == param.default or value in ((), []):
+            continue
+        if param.param_type_name == "argument":
+            words += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        elif getattr(param, "is_flag", False):
+            words.append(param.opts[0])
+        else:
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                words += [param.opts[0], str(item)]
+    return shlex.join(words)

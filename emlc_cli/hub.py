@@ -1,0 +1,307 @@
+"""Publishing a run: the cleaned dataset in Hub layout (parquet shards + a README.md dataset card), written to a
+local folder or pushed to the Hugging Face Hub in one commit; and a corrected copy of an image folder.
+
+The source is reopened read-only from the run's source.json. A token is only ever held in memory: it is
+never logged, printed, or written to any file, and is redacted from error messages.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from emlc_cli import __version__
+from emlc_cli.data.hf import FOLDER_KINDS, load_source, open_dataset, read_source_record, spec_from_record
+from emlc_cli.data.sources import LabeledImages, check_inside
+from emlc_cli.errors import DataError, EmlcError, OutputError
+from emlc_cli.outputs import RunDir, check_out_dir, read_corrected
+
+log = logging.getLogger(__name__)
+MAX_SHARD_BYTES = 500 * 2**20
+NEW_COLUMNS = ("label", "original_label", "label_confidence", "label_changed", "label_verified")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class HubError(EmlcError):
+    """The Hub refused or could not be reached; the message never holds the token."""
+
+
+@dataclass
+class Published:
+    location: str
+    rows: int
+    changed: int
+    verified: int
+    files: list[str] = field(default_factory=list)
+
+
+def cleaned_dataset(run: Path) -> tuple[Any, str, dict[str, Any]]:
+    """The source dataset with `label` (corrected, ClassLabel), `original_label`, `label_confidence`,
+    `label_changed` and `label_verified` columns; plus the split name and the source record."""
+    from datasets import ClassLabel, Dataset, Features, Value, concatenate_datasets, disable_progress_bars
+
+    disable_progress_bars()  # emlc prints its own one-line result
+    record = read_source_record(run)
+    spec = spec_from_record(record)
+    source = load_source(spec)
+    columns = _label_columns(source, read_corrected(run), record, Path(run))
+    names = ClassLabel(names=list(source.classes))
+    features = Features({"label": names, "original_label": names, "label_confidence": Value("float32"),
+                         "label_changed": Value("bool"), "label_verified": Value("bool")})
+    base = _base_dataset(source, spec, record)
+    base = base.remove_columns([c for c in dict.fromkeys((spec.label_column, *NEW_COLUMNS)) if c in base.column_names])
+    if source.kind == "metadata_folder" and "file_name" not in base.column_names:  # the rows' ids
+        base = base.add_column("file_name", list(source.paths))
+    return concatenate_datasets([base, Dataset.from_dict(columns, features=features)], axis=1), record.get("split") or "train", record
+
+
+def _label_columns(source: LabeledImages, rows: list[dict[str, str]], record: dict[str, Any], run: Path) -> dict[str, list]:
+    """Row-aligned label columns. Rows emlc could not read keep their label, with confidence 0."""
+    where = record.get("location") or record.get("root")
+    if list(source.classes) != list(record["classes"]):
+        raise DataError(f"the source's classes changed since the run ({', '.join(source.classes)})", path=where)
+    lookup = {name: i for i, name in enumerate(source.classes)}
+    by_id, known = {row["path"]: row for row in rows}, set(source.paths)
+    unknown = next((key for key in by_id if key not in known), None)
+    if unknown is not None:
+        raise DataError(f"row '{unknown}' of corrected.csv is not in the source any more", path=run / "corrected.csv")
+    columns: dict[str, list] = {name: [] for name in NEW_COLUMNS}
+    for key, given in zip(source.paths, source.labels.tolist()):
+        row = by_id.get(key)
+        if row is not None and row["label"] != source.classes[given]:
+            raise DataError(f"the source changed since the run: '{key}' was '{row['label']}', is '{source.classes[given]}'", path=where)
+        columns["label"].append(lookup[row["corrected_label"]] if row else given)
+        columns["original_label"].append(given)
+        columns["label_confidence"].append(float(row["confidence"]) if row else 0.0)
+        columns["label_changed"].append(bool(row and row["changed"] == "1"))
+        columns["label_verified"].append(bool(row and row["split"] == "clean"))
+    return columns
+
+
+def _base_dataset(source: LabeledImages, spec: Any, record: dict[str, Any]) -> Any:
+    """The original data: the Arrow dataset itself, or one built over an image folder's files or a .npy array."""
+    from datasets import Dataset, Features, Image, List, Value
+
+    if source.kind == "imagefolder":
+        files = [str(Path(source.root) / p) for p in source.paths]
+        return Dataset.from_dict({"image": files, "file_name": list(source.paths)},
+                                 features=Features({"image": Image(), "file_name": Value("string")}))
+    if source.kind == "npy":
+        assert source.features is not None
+        column = record.get("feature_column") or "features"
+        features = Features({"id": Value("string"), column: List(Value("float32"), length=source.features.shape[1])})
+        return Dataset.from_dict({"id": list(source.paths), column: source.features}, features=features)
+    return open_dataset(spec)[0]
+
+
+def write_hub_layout(run: Path, dest: Path, overwrite: bool = False) -> Published:
+    """`dest/data/{split}-NNNNN-of-NNNNN.parquet` + `dest/README.md`: what `datasets.load_dataset(dest)` reads."""
+    record = read_source_record(run)
+    local = None if record.get("kind") == "hub" else Path(record.get("location") or record["root"])
+    check_out_dir(Path(dest), local, overwrite)
+    dataset, split, record = cleaned_dataset(run)
+    with RunDir(Path(dest)) as staged:
+        shards = write_shards(dataset, staged.path / "data", split)
+        staged.write_text("README.md", dataset_card(Path(run), dataset, split, shards, record))
+        final = staged.commit()
+    files = ["README.md", *(f"data/{p.name}" for p in shards)]
+    return Published(str(final), len(dataset), sum(dataset["label_changed"]), sum(dataset["label_verified"]), files)
+
+
+def write_shards(dataset: Any, folder: Path, split: str) -> list[Path]:
+    """Parquet shards of at most ~500 MB, with image files embedded as bytes (as push_to_hub writes them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = int(dataset._estimate_nbytes() / MAX_SHARD_BYTES) + 1
+    paths = []
+    for index in range(count):
+        shard = _embedded(dataset.shard(num_shards=count, index=index, contiguous=True))
+        path = folder / f"{split}-{index:05d}-of-{count:05d}.parquet"
+        shard.to_parquet(str(path))
+        paths.append(path)
+    return paths
+
+
+def _embedded(shard: Any) -> Any:
+    from datasets.features.features import require_decoding
+    from datasets.table import embed_table_storage
+
+    if not any(require_decoding(f, ignore_decode_attribute=True) for f in shard.features.values()):
+        return shard
+    return shard.with_format("arrow").map(embed_table_storage, batched=True, batch_size=100, keep_in_memory=True).with_format(None)
+
+
+def dataset_card(run: Path, dataset: Any, split: str, shards: list[Path], record: dict[str, Any]) -> str:
+    """README.md: YAML metadata (features with the class names, splits, configs, tags) and a body with the
+    cleaning summary, the change matrix, the recipe and the command."""
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) if (run / "summary.json").is_file() else {}
+    recipe = (run / "recipe.yaml").read_text(encoding="utf-8") if (run / "recipe.yaml").is_file() else ""
+    yaml = card_yaml(dataset, split, sum(p.stat().st_size for p in shards), record)
+    return f"---\n{yaml}---\n\n{card_body(dataset, summary, recipe, record)}"
+
+
+def card_yaml(dataset: Any, split: str, download_size: int, record: dict[str, Any]) -> str:
+    """The card's YAML, as datasets.push_to_hub writes it (dataset_info + configs), plus tags."""
+    from datasets import Image
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from datasets.splits import SplitDict, SplitInfo
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCardData
+
+    images = any(isinstance(f, Image) for f in dataset.features.values())
+    data = DatasetCardData(pretty_name=_pretty_name(record), tags=["emlc", "label-cleaning", "noisy-labels"],
+                           task_categories=["image-classification"] if images else None)
+    size = int(dataset.data.nbytes)
+    info = DatasetInfo(features=dataset.features, splits=SplitDict(), download_size=download_size, dataset_size=size)
+    info.splits.add(SplitInfo(name=split, num_bytes=size, num_examples=len(dataset)))
+    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
+    MetadataConfigs({"default": {"data_files": [{"split": split, "path": f"data/{split}-*"}]}}).to_dataset_card_data(data)
+    return data.to_yaml() + "\n"
+
+
+def _pretty_name(record: dict[str, Any]) -> str:
+    location = str(record.get("location") or record.get("root") or "dataset")
+    name = location.removeprefix("hf://").rstrip("/").split("/")[-1]
+    return f"{re.sub(r'[.](parquet|npy)$', '', name)} (labels cleaned with emlc)"
+
+
+def card_body(dataset: Any, summary: dict[str, Any], recipe: str, record: dict[str, Any]) -> str:
+    rows, changed, verified = len(dataset), sum(dataset["label_changed"]), sum(dataset["label_verified"])
+    source = record.get("location") or record.get("root")
+    split = f", split `{record['split']}`" if record.get("split") else ""
+    lines = [
+        f"# {_pretty_name(record)}", "",
+        f"The data of `{source}`{split}, with labels corrected by emlc (Enhanced Meta Label Correction).", "",
+        "| column | meaning |", "| --- | --- |",
+        "| `label` | the corrected label |", "| `original_label` | the label before cleaning |",
+        "| `label_confidence` | emlc's confidence in `label` (1 for verified rows, 0 for rows it could not read) |",
+        "| `label_changed` | `label` differs from `original_label` |",
+        "| `label_verified` | the row belongs to the verified subset: its label was checked by hand and kept |", "",
+        "## Cleaning summary", "", "| | |", "| --- | --- |",
+        f"| rows | {rows} |", f"| verified rows | {verified} |", f"| labels changed | {changed} |",
+    ]
+    lines += _summary_rows(summary)
+    lines += ["", *_change_matrix(summary), "", "## Recipe", "", "```yaml", recipe.strip(), "```", "",
+              "## Command", "", "```sh", record.get("command") or "(not recorded)", "```", ""]
+    return "\n".join(lines)
+
+
+def _summary_rows(summary: dict[str, Any]) -> list[str]:
+    rows = []
+    if "noisy" in summary:
+        rows.append(f"| rows cleaned (noisy pool) | {summary['noisy']} |")
+    if "estimated_noise_rate" in summary:
+        rows.append(f"| estimated noise rate | {summary['estimated_noise_rate']:.1%} |")
+    if "best_holdout_score" in summary:
+        rows.append(f"| best holdout accuracy | {summary['best_holdout_score']:.3f} |")
+    if summary.get("skipped"):
+        rows.append(f"| unreadable rows (label kept) | {len(summary['skipped'])} |")
+    rows.append(f"| emlc version | {summary.get('versions', {}).get('emlc', __version__)} |")
+    return rows
+
+
+def _change_matrix(summary: dict[str, Any]) -> list[str]:
+    matrix, classes = summary.get("change_matrix"), summary.get("classes")
+    if not matrix or not classes:
+        return []
+    lines = ["## Change matrix", "", "Rows: original label; columns: corrected label (noisy pool).", "",
+             "| original \\ corrected | " + " | ".join(classes) + " |", "| --- |" + " ---: |" * len(classes)]
+    lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(classes, matrix)]
+    return lines
+
+
+def resolve_token(token: Optional[str]) -> str:
+    """--token, else HF_TOKEN, else the huggingface_hub login."""
+    from huggingface_hub import get_token
+
+    found = token or os.environ.get("HF_TOKEN") or get_token()
+    if not found:
+        raise HubError("no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login`")
+    return found
+
+
+def push_to_hub(run: Path, repo: str, private: bool = False, token: Optional[str] = None,
+                branch: Optional[str] = None) -> Published:
+    """Create the dataset repo if needed and upload the Hub layout (shards + card) in one commit."""
+    if not REPO_ID.match(repo):
+        raise HubError(f"--repo '{repo}': expected owner/name")
+    secret = resolve_token(token)
+    with tempfile.TemporaryDirectory(prefix="emlc-push-") as tmp:
+        layout = write_hub_layout(run, Path(tmp) / "dataset")
+        split = read_source_record(run).get("split") or "train"
+        try:
+            url = _upload(Path(layout.location), repo, secret, private, branch, split, layout)
+        except EmlcError:
+            raise
+        except Exception as err:  # httpx / huggingface_hub errors: one line, token redacted
+            raise _hub_error(repo, err, secret) from None
+    layout.location = url
+    return layout
+
+
+def _hub_error(repo: str, err: Exception, secret: str) -> HubError:
+    first = (str(err).strip().splitlines() or [""])[0]
+    server = getattr(err, "server_message", None)
+    message = f"{first} {server}" if server and server not in first else first
+    return HubError(f"push to {repo} failed ({type(err).__name__}: {message.replace(secret, '***')[:400]})")
+
+
+def _upload(folder: Path, repo: str, secret: str, private: bool, branch: Optional[str], split: str, layout: Published) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=secret, library_name="emlc", library_version=__version__)
+    api.create_repo(repo, repo_type="dataset", private=True if private else None, exist_ok=True)
+    if branch:
+        api.create_branch(repo, repo_type="dataset", branch=branch, exist_ok=True)
+    log.info("uploading %d files to %s", len(layout.files), repo)
+    info = api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(folder), revision=branch,
+                             commit_message=f"emlc: cleaned labels ({layout.changed} of {layout.rows} changed)",
+                             delete_patterns=[f"data/{split}-*"])
+    return str(getattr(info, "commit_url", None) or f"{api.endpoint}/datasets/{repo}")
+
+
+def export_imagefolder(run: Path, dest: Path, overwrite: bool = False) -> Published:
+    """DEST/<corrected class>/<file>: a corrected copy of an image-folder dataset (hard links where possible)."""
+    record = read_source_record(run)
+    if record.get("kind") not in FOLDER_KINDS:
+        raise EmlcError(f"export --format imagefolder copies an image folder; this run read a '{record.get('kind')}' "
+                        "source: use `emlc push RUN --to DIR` instead")
+    root = Path(record.get("location") or record["root"])
+    check_out_dir(Path(dest), root, overwrite)
+    rows = read_corrected(run)
+    nested = not record.get("labels_csv")  # class folders: drop the given class folder from the path
+    with RunDir(Path(dest)) as staged:
+        taken: set[str] = set()
+        for number, row in enumerate(rows, start=2):
+            source = check_inside(root, row["path"], Path(run) / "corrected.csv", number)
+            target = _export_name(row, nested, taken)
+            _link_or_copy(source, staged.path / target)
+        final = staged.commit()
+    changed = sum(row["changed"] == "1" for row in rows)
+    return Published(str(final), len(rows), changed, sum(row["split"] == "clean" for row in rows))
+
+
+def _export_name(row: dict[str, str], nested: bool, taken: set[str]) -> str:
+    label = row["corrected_label"]
+    if label in ("", ".", "..") or "/" in label or "\\" in label:
+        raise OutputError(f"class name '{label}' cannot be a folder name")
+    parts = row["path"].split("/")
+    rest = Path(*(parts[1:] if nested and len(parts) > 1 else parts))
+    name = f"{label}/{rest.as_posix()}"
+    if name in taken:  # two files of the same name from different given classes
+        name = f"{label}/{rest.with_name(f'{rest.stem}.from-{parts[0]}{rest.suffix}').as_posix()}"
+    taken.add(name)
+    return name
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
