@@ -84,11 +84,13 @@ def verification_candidates(fixed: Corrections, given: np.ndarray, retain: np.nd
     contradicts = np.where(changed, retain > 0.5, retain < 0.5)
     priority = (1.0 - fixed.confidence) + 0.25 * disagree + 0.25 * contradicts
     order = np.argsort(-priority, kind="stable")[:limit]
-    return [(int(i), _reason(bool(changed[i]), bool(disagree[i]), bool(contradicts[i])), float(priority[i])) for i in order]
+    return [(int(i), _reason(bool(changed[i]), float(fixed.confidence[i]), bool(disagree[i]), bool(contradicts[i])),
+             float(priority[i])) for i in order]
 
 
-def _reason(changed: bool, disagree: bool, contradicts: bool) -> str:
-    parts = ["changed with low confidence" if changed else "kept with low confidence"]
+def _reason(changed: bool, confidence: float, disagree: bool, contradicts: bool) -> str:
+    verdict = "label changed" if changed else "label kept"
+    parts = [f"{verdict} with low confidence ({confidence:.2f})" if confidence < 0.8 else verdict]
     if disagree:
         parts.append("teacher and student disagree")
     if contradicts:

@@ -6,6 +6,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,6 +21,8 @@ from emlc_cli.models import Classifier, Teacher, build_classifier, build_teacher
 from emlc_cli.recipe import Recipe
 
 log = logging.getLogger(__name__)
+# torch.func's first forward-mode call goes through a deprecated torch.jit.script internally; not ours to fix
+warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
 
 
 @dataclass
@@ -249,10 +252,11 @@ class MetaTrainer:
         """After warm-up the teacher starts from the warmed-up network (the enhancer stays fresh)."""
         self.teacher.classifier.load_state_dict(self.student.state_dict())
 
-    @staticmethod
-    def _check_finite(name: str, value: Tensor) -> None:
+    def _check_finite(self, name: str, value: Tensor) -> None:
+        # a host sync per step; the loss is read for the step report anyway
         if not torch.isfinite(value):
-            raise TrainingError(f"{name} became {float(value)}; lower train.student_lr / train.teacher_lr")
+            raise TrainingError(f"{name} became {float(value)} at epoch {self.epoch + 1}, step {self.step + 1}; the last good "
+                                f"state is kept for --resume; lower train.student_lr / train.teacher_lr")
 
     # ---- evaluation ----------------------------------------------------------------------------
     def _end_epoch(self, epoch: int, phase: str, seconds: float) -> EpochReport:

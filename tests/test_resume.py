@@ -85,3 +85,19 @@ def test_pickled_state_is_refused(tmp_path):
     with pytest.raises(OutputError) as info:
         load_training_state(path)
     assert "refused" in info.value.one_line()
+
+
+def test_nan_loss_stops_with_the_loss_and_step_named(noisy_folder, monkeypatch):
+    from typer.testing import CliRunner
+
+    from emlc_cli import meta
+    from emlc_cli.cli.app import app
+
+    monkeypatch.setattr(meta, "teacher_loss", lambda *args, **kwargs: torch.tensor(float("nan"), requires_grad=True))
+    out = noisy_folder["tmp"] / "diverged"
+    result = CliRunner().invoke(app, clean_cmd(noisy_folder, out)[3:])
+    assert result.exit_code == 2, result.output
+    assert "teacher loss became nan at epoch 2, step 1" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+    state = load_training_state(staging_path(out) / STATE_FILE)
+    assert state["trainer"]["epoch"] == 1  # the warm-up epoch's good state is kept
