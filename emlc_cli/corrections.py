@@ -6,7 +6,7 @@ Rules (recipe key `correct.rule`):
   reaches `correct.threshold`.
 - posterior: Bayes with an estimated noise transition matrix: q(y | x, given) is proportional to
   p(y | x) * T[y, given], with p temperature-calibrated on the clean holdout and T estimated from
-  the noisy pool. Light noise gives a near-diagonal T, so labels rarely move; heavy noise lets
+  the noisy pool by EM. Light noise gives a near-diagonal T, so labels rarely move; heavy noise lets
   confident predictions overrule the given label.
 """
 from __future__ import annotations
@@ -45,6 +45,16 @@ def transition_matrix(probs: np.ndarray, given: np.ndarray, num_classes: int, pr
     return joint / joint.sum(1, keepdims=True)
 
 
+def estimate_transition(probs: np.ndarray, given: np.ndarray, num_classes: int, iterations: int = 30) -> np.ndarray:
+    """EM for T: start from the soft confusion of p and the given labels, then re-estimate it from the
+    posteriors. The first estimate counts every classifier error as label noise (too little diagonal);
+    the iterations move the noise the given labels explain back onto the diagonal."""
+    transition = transition_matrix(probs, given, num_classes)
+    for _ in range(iterations):
+        transition = transition_matrix(posterior(probs, given, transition), given, num_classes)
+    return transition
+
+
 def emlc_targets(probs: np.ndarray, retain: np.ndarray, given: np.ndarray) -> np.ndarray:
     onehot = np.eye(probs.shape[1])[given]
     return retain[:, None] * onehot + (1 - retain[:, None]) * probs
@@ -58,7 +68,7 @@ def posterior(probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> n
 def correct(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, rule: str, threshold: float = 0.5) -> Corrections:
     """Apply one rule to calibrated class probabilities `probs` and the enhancer's `retain` weights."""
     if rule == "posterior":
-        dist = posterior(probs, given, transition_matrix(probs, given, probs.shape[1]))
+        dist = posterior(probs, given, estimate_transition(probs, given, probs.shape[1]))
     else:
         dist = emlc_targets(probs, retain, given)
     labels = dist.argmax(1)
