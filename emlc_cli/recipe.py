@@ -63,7 +63,7 @@ class TrainConfig:
 class CorrectConfig:
     rule: Literal["argmax", "threshold", "posterior"] = "posterior"
     threshold: float = 0.5
-    source: Literal["teacher", "ensemble"] = "ensemble"
+    source: Literal["student", "teacher", "ensemble"] = "student"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ def pick_device(spec: str = "auto") -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        if "OMP_NUM_THREADS" not in os.environ:  # all cores unless the user pinned a thread count
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():

@@ -273,9 +273,10 @@ class MetaTrainer:
         return report
 
     def source_probs(self, preds: dict) -> "object":
-        if self.recipe.correct.source == "teacher":
-            return preds["teacher_probs"]
-        return 0.5 * (preds["teacher_probs"] + preds["student_probs"])
+        source = self.recipe.correct.source
+        if source == "ensemble":
+            return 0.5 * (preds["teacher_probs"] + preds["student_probs"])
+        return preds[f"{source}_probs"]
 
     @torch.no_grad()
     def predict(self, images: Tensor, labels: Tensor, batch_size: int = 512) -> dict:

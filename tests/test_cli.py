@@ -114,3 +114,26 @@ def test_dry_run_prints_resolved_recipe_and_writes_nothing(noisy_folder):
     assert result.exit_code == 0, result.output
     assert "width: 8" in result.output and "120 images" in result.output
     assert not out.exists()
+
+
+def test_demo_set_is_consistent(tmp_path):
+    from emlc_cli.data.demo import extract_demo
+    from emlc_cli.data.sources import load_image_folder
+
+    root = extract_demo(tmp_path)
+    train, test = load_image_folder(root / "train"), load_image_folder(root / "test")
+    assert len(train) == 2200 and len(test) == 500 and train.classes == test.classes
+    clean = (root / "clean.csv").read_text().splitlines()[1:]
+    truth = dict(line.split(",") for line in (root / "truth.csv").read_text().splitlines()[1:])
+    assert len(clean) == 200 and set(truth) == set(train.paths)
+    given_right = sum(p.split("/")[0] == truth[p] for p in train.paths) - 200
+    assert 0.55 < given_right / 2000 < 0.65
+
+
+@pytest.mark.slow
+def test_demo_command_runs_end_to_end(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--device", "cpu",
+                                 "train.epochs=2", "meta.warmup_epochs=1", "train.max_steps_per_epoch=4"])
+    assert result.exit_code == 0, result.output
+    assert "label accuracy before" in result.output and "student test accuracy" in result.output
+    assert (tmp_path / "demo" / "run" / "corrected.csv").is_file()

@@ -9,7 +9,7 @@ from emlc_cli.cli.options import DeviceOpt, OutOpt, OverridesArg, QuietOpt, Seed
 
 def demo_command(out: OutOpt = None, overrides: OverridesArg = None, device: DeviceOpt = "auto",
                  seed: SeedOpt = 0, quiet: QuietOpt = False) -> None:
-    """Clean the packaged CIFAR-10 sample (40 % noisy labels) and print label accuracy before and after."""
+    """Clean the packaged CIFAR-10 sample (4 classes, 40 % noisy labels) and print label accuracy before and after."""
     from emlc_cli import console
     from emlc_cli.demo import run_demo
 
@@ -18,7 +18,7 @@ def demo_command(out: OutOpt = None, overrides: OverridesArg = None, device: Dev
         with console.TrainingProgress(quiet) as progress:
             result = run_demo(workdir, device, seed, overrides or [], on_event=progress)
         labels = result["labels"]
-        console.metrics_table("emlc demo (2,000 noisy + 200 verified CIFAR-10 images)", {
+        console.metrics_table("emlc demo (2,000 noisy + 200 verified CIFAR-10 images, 4 classes)", {
             "label accuracy before": labels["noisy_given_accuracy"],
             "label accuracy after": labels["noisy_corrected_accuracy"],
             "noise detection F1": labels["f1"],
