@@ -105,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--models", default="small_cnn:32,resnet18:0")
+    ap.add_argument("--models", default="small_cnn:32,resnet18")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.threads:

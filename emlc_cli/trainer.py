@@ -255,7 +255,7 @@ class MetaTrainer:
     def _check_finite(self, name: str, value: Tensor) -> None:
         # a host sync per step; the loss is read for the step report anyway
         if not torch.isfinite(value):
-            raise TrainingError(f"{name} became {float(value)} at epoch {self.epoch + 1}, step {self.step + 1}; the last good "
+            raise TrainingError(f"{name} became {float(value.detach())} at epoch {self.epoch + 1}, step {self.step + 1}; the last good "
                                 f"state is kept for --resume; lower train.student_lr / train.teacher_lr")
 
     # ---- evaluation ----------------------------------------------------------------------------
