@@ -47,7 +47,7 @@ class TrainingProgress:
         if kind == "Prepared":
             ds = event.dataset
             err.print(f"{len(ds)} images, {len(ds.classes)} classes, {len(event.verified)} verified "
-                      f"({len(event.holdout)} held out for model selection)")
+                      f"({len(event.holdout)} held out for model selection); inputs validated in {event.seconds:.1f}s")
             for message in event.warnings:
                 warning(message)
         elif kind == "StepReport":

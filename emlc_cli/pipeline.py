@@ -41,6 +41,7 @@ class Prepared:
     verified: dict[int, int]
     holdout: list[int]
     warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def clean_train(self) -> list[int]:
@@ -127,7 +128,9 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
     if saved is not None:
         recipe, seed = recipe_from_dict(saved["recipe"], source="saved training state"), int(saved["seed"])
     torch_device = pick_device(device)
+    validation_started = time.perf_counter()
     prepared = prepare(data, clean_csv, recipe, labels_csv, seed)
+    prepared.seconds = time.perf_counter() - validation_started
     for warning in prepared.warnings:
         log.warning(warning)
     emit(prepared)
@@ -141,6 +144,7 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
             trainer.load_training_state(saved["trainer"])
         train_seconds = _train(trainer, run, recipe, seed, emit)
         result = _corrections(trainer, prepared, images, noisy_idx, recipe)
+        _finetune(trainer, images, noisy_idx, result, recipe, emit)
         summary = _summary(prepared, result, trainer, skipped, recipe, torch_device, started, train_seconds, noisy_idx)
         _write_outputs(run, prepared, result, trainer, recipe, summary)
         summary["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -163,6 +167,17 @@ def _train(trainer: MetaTrainer, run: RunDir, recipe: Recipe, seed: int, emit: E
         raise Interrupted(f"stopped at epoch {trainer.epoch + 1}, step {trainer.step}; the training state is saved in "
                           f"{run.path}; run the same command with --resume to continue")
     return time.perf_counter() - started
+
+
+def _finetune(trainer: MetaTrainer, images: torch.Tensor, noisy_idx: list[int], result: "_Result", recipe: Recipe,
+              emit: Event) -> None:
+    """Optional: the student's last epochs on the corrected labels (the labels themselves are already final)."""
+    if recipe.train.finetune_epochs <= 0 or not noisy_idx:
+        return
+    idx = torch.as_tensor(noisy_idx, dtype=torch.long)
+    data = TensorSet(images[idx].to(trainer.device), torch.from_numpy(result.labels[noisy_idx]))
+    for report in trainer.finetune(data, recipe.train.finetune_epochs):
+        emit(report)
 
 
 @contextlib.contextmanager
@@ -282,7 +297,7 @@ def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped:
     return {
         "images": len(ds), "noisy": len(noisy_idx), "verified": len(prepared.verified),
         "verified_train": len(prepared.clean_train), "holdout": len(prepared.holdout),
-        "holdout_paths": [ds.paths[i] for i in prepared.holdout],
+        "holdout_paths": [ds.paths[i] for i in prepared.holdout], "validation_seconds": round(prepared.seconds, 2),
         "changed": int(changed.sum()), "estimated_noise_rate": float(changed.mean()) if len(changed) else 0.0,
         "changed_per_class": {classes[c]: int(changed[given == c].sum()) for c in range(len(classes))},
         "classes": classes, "change_matrix": metrics.change_matrix(given, fixed, len(classes)),

@@ -57,6 +57,7 @@ class TrainConfig:
     teacher_lr: float = 1e-3
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     max_steps_per_epoch: int = 0
+    finetune_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train.weight_decay": (0.0, 1.0),
     "train.teacher_lr": (1e-8, 10.0),
     "train.max_steps_per_epoch": (0, 1 << 30),
+    "train.finetune_epochs": (0, 10_000),
     "correct.threshold": (0.0, 1.0),
 }
 

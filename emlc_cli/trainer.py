@@ -164,6 +164,33 @@ class MetaTrainer:
             rate = seen / max(1e-9, time.perf_counter() - started)
             yield StepReport(self.epoch, r.train.epochs, self.step, self.steps_per_epoch, phase, s_loss, t_loss, rate)
 
+    def finetune(self, data: TensorSet, epochs: int) -> Iterator[StepReport]:
+        """The student's last pass: cross-entropy on the final corrected labels (hard), at a tenth of the
+        student's learning rate, cosine to zero. Kept only if the verified holdout does not get worse."""
+        before, baseline = copy.deepcopy(self.student.state_dict()), self._holdout_student_accuracy()
+        sampler = ShuffledSampler(len(data), self.recipe.train.batch_size, endless=True)
+        steps, started = epochs * self.steps_per_epoch, time.perf_counter()
+        for step in range(steps):
+            idx = sampler.next(self.generator)
+            for group in self.student_opt.param_groups:
+                group["lr"] = 0.1 * self.recipe.train.student_lr * self._lr_factor(step, steps)
+            loss = self.warmup_step(self._batch(data, idx), data.labels[idx].to(self.device), *self._clean_batch())
+            rate = (step + 1) * len(idx) / max(1e-9, time.perf_counter() - started)
+            yield StepReport(step // self.steps_per_epoch, epochs, step % self.steps_per_epoch + 1, self.steps_per_epoch,
+                             "finetune", loss, 0.0, rate)
+        if self._holdout_student_accuracy() < baseline:
+            self.student.load_state_dict(before)
+
+    def _clean_batch(self) -> tuple[Tensor, Tensor]:
+        idx = self.clean_sampler.next(self.generator)
+        return self._batch(self.clean, idx), self.clean.labels[idx].to(self.device)
+
+    def _holdout_student_accuracy(self) -> float:
+        if not len(self.holdout):
+            return 0.0
+        preds = self.predict(self.holdout.images, self.holdout.labels)
+        return float((preds["student_probs"].argmax(1) == self.holdout.labels.numpy()).mean())
+
     def _batch(self, data: TensorSet, idx: Tensor) -> Tensor:
         return self.batches(data.images[idx], train=True, generator=self.generator)
 

@@ -46,7 +46,7 @@ def run_clean(folder: dict, out: Path, *extra: str):
 
 def test_clean_end_to_end_improves_labels(noisy_folder):
     out = noisy_folder["tmp"] / "run"
-    result = run_clean(noisy_folder, out)
+    result = run_clean(noisy_folder, out, "train.finetune_epochs=1")
     assert result.exit_code == 0, result.output
     for name in ("corrected.csv", "student.safetensors", "student.json", "teacher.safetensors", "teacher.json",
                  "recipe.yaml", "summary.json"):
