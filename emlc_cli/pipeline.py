@@ -146,6 +146,7 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
         result = _corrections(trainer, prepared, images, noisy_idx, recipe)
         _finetune(trainer, images, noisy_idx, result, recipe, emit)
         summary = _summary(prepared, result, trainer, skipped, recipe, torch_device, started, train_seconds, noisy_idx)
+        summary["finetune_kept"] = trainer.finetune_kept
         _write_outputs(run, prepared, result, trainer, recipe, summary)
         summary["wall_seconds"] = round(time.perf_counter() - started, 2)
         run.write_json("summary.json", summary)

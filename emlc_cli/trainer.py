@@ -89,6 +89,7 @@ class MetaTrainer:
         self.clean_sampler = ShuffledSampler(len(clean), recipe.train.clean_batch_size, endless=True)
         self.epoch, self.step = 0, 0  # where run() starts: the next step to take
         self.stop_requested = False
+        self.finetune_kept: bool | None = None  # None: no fine-tune ran
 
     def _steps_per_epoch(self) -> int:
         steps = max(1, len(self.noisy) // self.recipe.train.batch_size)
@@ -178,7 +179,8 @@ class MetaTrainer:
             rate = (step + 1) * len(idx) / max(1e-9, time.perf_counter() - started)
             yield StepReport(step // self.steps_per_epoch, epochs, step % self.steps_per_epoch + 1, self.steps_per_epoch,
                              "finetune", loss, 0.0, rate)
-        if self._holdout_student_accuracy() < baseline:
+        self.finetune_kept = self._holdout_student_accuracy() >= baseline
+        if not self.finetune_kept:
             self.student.load_state_dict(before)
 
     def _clean_batch(self) -> tuple[Tensor, Tensor]:

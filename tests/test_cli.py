@@ -51,6 +51,7 @@ def test_clean_end_to_end_improves_labels(noisy_folder):
     for name in ("corrected.csv", "student.safetensors", "student.json", "teacher.safetensors", "teacher.json",
                  "recipe.yaml", "summary.json"):
         assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text())["finetune_kept"] in (True, False)
     rows = (out / "corrected.csv").read_text().splitlines()
     assert rows[0] == "path,label,corrected_label,confidence,changed,split"
     paths = [r.split(",")[0] for r in rows[1:]]
