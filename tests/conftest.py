@@ -50,3 +50,13 @@ def noisy_folder(tmp_path: Path) -> dict:
         "truth": write_csv(tmp_path / "truth.csv", truth),
         "tmp": tmp_path,
     }
+
+
+@pytest.fixture(scope="module")
+def isolated_datasets_cache(tmp_path_factory):
+    """A per-module Hugging Face datasets cache, so tests never touch (or depend on) the user's."""
+    import datasets
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf_cache")))
+        yield

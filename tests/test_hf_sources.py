@@ -73,11 +73,7 @@ def _write_hf_copies(root: Path, ds: Dataset, items: list) -> dict:
             "shards": shards, "meta": meta, "npy": root / "emb.npy", "npy_labels": root / "emb_labels.csv"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def isolated_datasets_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf_cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ TOKEN = "hf_emlcTEST0123456789secretTOKEN"
 TINY = ["train.epochs=2", "meta.warmup_epochs=1", "train.batch_size=16", "train.clean_batch_size=8", "model.width=16"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def isolated_datasets_cache(tmp_path_factory):
-    import datasets
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf_cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
 
 @pytest.fixture(scope="module")
