@@ -52,3 +52,7 @@ class Interrupted(EmlcError):
     """Ctrl-C or SIGTERM: the training state was saved; --resume continues."""
 
     exit_code = 130
+
+
+class UsageError(EmlcError):
+    """A command-line combination that cannot work as given."""

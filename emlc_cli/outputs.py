@@ -153,3 +153,35 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class NoOutputs:
+    """What ranks other than 0 write in a distributed run: nothing (rank 0's RunDir holds the run)."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = Path(final)
+        self.path = staging_path(self.final)
+
+    def __enter__(self) -> "NoOutputs":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def write_json(self, name: str, data: Any) -> None:
+        return None
+
+    def write_text(self, name: str, text: str) -> None:
+        return None
+
+    def write_csv(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        return None
+
+    def write_model(self, stem: str, module: torch.nn.Module, config: dict[str, Any]) -> None:
+        return None
+
+    def commit(self) -> Path:
+        return self.final

@@ -16,14 +16,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from emlc_cli import __version__, corrections, metrics
+from emlc_cli import __version__, corrections, distributed, metrics
 from emlc_cli.data.loaders import MEAN, STD, TensorSet
 from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
 from emlc_cli.data.hf import SourceSpec, check_model_input, load_source, manifest_key
 from emlc_cli.data.sources import LabeledImages, check_inside, decode_images
 from emlc_cli.errors import DataError, Interrupted
 from emlc_cli.models import validate_backbone
-from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, RunDir, check_out_dir,
+from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, NoOutputs, RunDir, check_out_dir,
                               load_training_state, staging_path)
 from emlc_cli.recipe import Recipe, dump_recipe, recipe_from_dict
 from emlc_cli.runtime import pick_device, seed_everything
@@ -120,18 +120,29 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
           resume: bool = False, strict: bool = False) -> CleanResult:
     """Run EMLC on `data` with the verified subset in `clean_csv`; write the run folder `out`.
 
-    With `resume`, the recipe and seed come from the interrupted run's saved state."""
-    started = time.perf_counter()
+    With `resume`, the recipe and seed come from the interrupted run's saved state. Under torchrun every
+    process calls this; they share the work and rank 0 alone writes `out`."""
+    torch_device = pick_device(distributed.local_device(device))
+    initialised_here = not distributed.world().distributed and distributed.launched()
+    world = distributed.init(torch_device)
+    try:
+        return _clean(data, clean_csv, Path(out), recipe, labels_csv, torch_device, seed, overwrite, on_event, resume, strict)
+    finally:
+        if initialised_here and world.distributed:
+            distributed.shutdown()
+
+
+def _clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_csv: Path | None, torch_device: torch.device,
+           seed: int, overwrite: bool, on_event: Event | None, resume: bool, strict: bool) -> CleanResult:
+    started, world = time.perf_counter(), distributed.world()
     emit = on_event or (lambda event: None)
-    check_out_dir(Path(out), Path(data), overwrite, resume)
-    saved = load_training_state(staging_path(Path(out)) / STATE_FILE) if resume else None
+    saved = distributed.on_main(lambda: _check_and_load_state(out, data, overwrite, resume))
     if saved is not None:
         recipe, seed = recipe_from_dict(saved["recipe"], source="saved training state"), int(saved["seed"])
-    torch_device = pick_device(device)
     validation_started = time.perf_counter()
     prepared = prepare(data, clean_csv, recipe, labels_csv, seed)
     prepared.seconds = time.perf_counter() - validation_started
-    for warning in prepared.warnings:
+    for warning in prepared.warnings if world.is_main else []:
         log.warning(warning)
     emit(prepared)
     seed_everything(seed)
@@ -139,7 +150,7 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
     noisy_idx = [i for i in prepared.noisy if i not in skipped]
     trainer = MetaTrainer(recipe, len(prepared.dataset.classes), *_tensor_sets(prepared, images, noisy_idx, torch_device),
                           device=torch_device, seed=seed)
-    with RunDir(Path(out), resume=resume) as run:
+    with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
         if saved is not None:
             trainer.load_training_state(saved["trainer"])
         train_seconds = _train(trainer, run, recipe, seed, emit)
@@ -147,6 +158,8 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
         _finetune(trainer, images, noisy_idx, result, recipe, emit)
         summary = _summary(prepared, result, trainer, skipped, recipe, torch_device, started, train_seconds, noisy_idx)
         summary["finetune_kept"] = trainer.finetune_kept
+        summary["processes"] = {"count": world.size, "backend": world.backend or None,
+                                "max_weight_difference": _max_weight_difference(trainer)}
         _write_outputs(run, prepared, result, trainer, recipe, summary)
         summary["wall_seconds"] = round(time.perf_counter() - started, 2)
         run.write_json("summary.json", summary)
@@ -154,7 +167,18 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
     return CleanResult(final, summary)
 
 
-def _train(trainer: MetaTrainer, run: RunDir, recipe: Recipe, seed: int, emit: Event) -> float:
+def _check_and_load_state(out: Path, data: Path | SourceSpec, overwrite: bool, resume: bool) -> dict | None:
+    check_out_dir(out, Path(data), overwrite, resume)
+    return load_training_state(staging_path(out) / STATE_FILE) if resume else None
+
+
+def _max_weight_difference(trainer: MetaTrainer) -> float:
+    """0.0 when every rank holds rank 0's student and teacher (checked once, after training)."""
+    trainer.sync_buffers()
+    return max(distributed.max_difference(trainer.student), distributed.max_difference(trainer.teacher))
+
+
+def _train(trainer: MetaTrainer, run: RunDir | NoOutputs, recipe: Recipe, seed: int, emit: Event) -> float:
     """Run the trainer, saving the full state after every epoch and when SIGTERM / Ctrl-C asks to stop."""
     started = time.perf_counter()
     save = lambda: run.save_state({"trainer": trainer.training_state(), "recipe": recipe.to_dict(), "seed": seed})  # noqa: E731
@@ -205,7 +229,7 @@ def stop_on_signals(trainer: MetaTrainer) -> Iterator[None]:
 def _decode(prepared: Prepared, recipe: Recipe, strict: bool = False) -> tuple[torch.Tensor, dict[int, str]]:
     ds = prepared.dataset
     started = time.perf_counter()
-    images, bad = decode_images(ds, recipe.data.image_size, recipe.data.decode_workers)
+    images, bad = _decode_shared(ds, recipe)
     log.info("decoded %d images in %.1fs", len(ds), time.perf_counter() - started)
     if strict and bad:
         raise DataError(f"unreadable image ({bad[0][1]}); {len(bad)} in all (drop --strict to skip them)", path=ds.root / ds.paths[bad[0][0]])
@@ -214,6 +238,16 @@ def _decode(prepared: Prepared, recipe: Recipe, strict: bool = False) -> tuple[t
     if bad_clean:
         raise DataError(f"verified image cannot be read: {skipped[prepared.dataset.index_of()[bad_clean[0]]]}", path=ds.root / bad_clean[0])
     return images, skipped
+
+
+def _decode_shared(ds: LabeledImages, recipe: Recipe) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Each rank decodes its share of the images; every rank ends with all of them (the noisy pool is
+    reshuffled across ranks every epoch)."""
+    world = distributed.world()
+    rows = distributed.shard(len(ds), world.size, world.rank)
+    images, bad = decode_images(ds, recipe.data.image_size, recipe.data.decode_workers, rows)
+    images = distributed.gather_rows(images, len(ds))
+    return images, sorted(item for part in distributed.gather_objects(bad) for item in part)
 
 
 def _tensor_sets(prepared: Prepared, images: torch.Tensor, noisy_idx: list[int], device: torch.device) -> tuple[TensorSet, TensorSet, TensorSet]:
@@ -244,7 +278,7 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
         labels[i] = label
     given = prepared.dataset.labels[noisy_idx]
     idx = torch.as_tensor(noisy_idx, dtype=torch.long)
-    preds = trainer.predict(images[idx], torch.from_numpy(given))
+    preds = trainer.predict_sharded(images[idx], torch.from_numpy(given))
     holdout = trainer.predict(trainer.holdout.images, trainer.holdout.labels)
     temperature = corrections.fit_temperature(np.log(trainer.source_probs(holdout) + 1e-12), trainer.holdout.labels.numpy())
     probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
@@ -257,7 +291,7 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
     return _Result(labels, confidence, temperature, rows)
 
 
-def _write_outputs(run: RunDir, prepared: Prepared, result: _Result, trainer: MetaTrainer, recipe: Recipe, summary: dict) -> None:
+def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result, trainer: MetaTrainer, recipe: Recipe, summary: dict) -> None:
     ds = prepared.dataset
     skipped = set(summary["skipped"])
     rows = [

@@ -10,13 +10,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emlc_cli import meta
+from emlc_cli import distributed, meta
 from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet, ordered_batches
-from emlc_cli.errors import TrainingError
+from emlc_cli.errors import OutputError, RecipeError, TrainingError
 from emlc_cli.models import Classifier, Teacher, build_classifier, build_teacher
 from emlc_cli.recipe import Recipe
 
@@ -66,7 +67,12 @@ class MetaTrainer:
                  device: torch.device, seed: int = 0) -> None:
         self.recipe, self.num_classes, self.device = recipe, num_classes, device
         self.noisy, self.clean, self.holdout = noisy, clean, holdout
-        self.generator = torch.Generator().manual_seed(seed)
+        self.world = distributed.world()
+        self._check_batch_sizes()
+        # the shuffles are shared by all ranks (each takes its slice of the same global batch);
+        # augmentation and mixup draw from a per-rank generator
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed + 7919 * (self.world.rank + 1))
         m = recipe.model
         in_features = int(noisy.images.shape[1]) if noisy.images.ndim == 2 else 0
         self.student = build_classifier(m.backbone, num_classes, m.width, m.small_stem, m.weights, in_features).to(device)
@@ -78,6 +84,8 @@ class MetaTrainer:
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
             self.teacher.to(memory_format=torch.channels_last)
+        distributed.broadcast_state_(self.teacher)
+        self.student_train = self._data_parallel(self.student)
         self.batches = BatchMaker(device, recipe.data.augment, self.channels_last)
         self.eval_batches = BatchMaker(device, "none", self.channels_last)
         self.steps_per_epoch = self._steps_per_epoch()
@@ -90,6 +98,28 @@ class MetaTrainer:
         self.epoch, self.step = 0, 0  # where run() starts: the next step to take
         self.stop_requested = False
         self.finetune_kept: bool | None = None  # None: no fine-tune ran
+
+    def _check_batch_sizes(self) -> None:
+        """Recipe batch sizes are global: each of N processes takes 1/N of every batch."""
+        n, t, k = self.world.size, self.recipe.train, self.recipe.meta.steps
+        if t.batch_size % (n * k):
+            raise RecipeError(f"{t.batch_size} must be divisible by {n} processes x meta.steps {k}", key="train.batch_size")
+        if t.clean_batch_size % n or t.clean_batch_size // n < 2:
+            raise RecipeError(f"{t.clean_batch_size} must split into {n} per-process batches of 2 or more",
+                              key="train.clean_batch_size")
+
+    def _data_parallel(self, module: nn.Module) -> nn.Module:
+        """DistributedDataParallel for the student's plain SGD steps (its hooks average the gradients during
+        backward); the clean gradient and the JVP call the bare module and are averaged by hand."""
+        if not self.world.distributed:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    def _mine(self, global_batch: Tensor) -> Tensor:
+        """This rank's slice of a batch drawn identically on every rank."""
+        per = len(global_batch) // self.world.size
+        return global_batch[self.world.rank * per: (self.world.rank + 1) * per]
 
     def _steps_per_epoch(self) -> int:
         steps = max(1, len(self.noisy) // self.recipe.train.batch_size)
@@ -135,7 +165,7 @@ class MetaTrainer:
             if self.step == 0:
                 if phase == "meta" and self.epoch == r.meta.warmup_epochs and self.epoch > 0:
                     self._teacher_from_student()
-                self.noisy_sampler.new_pass(self.generator)
+                self.noisy_sampler.new_pass(self.shuffle_generator)
             started = time.perf_counter()
             yield from self._epoch(phase)
             if self.stop_requested:
@@ -150,9 +180,9 @@ class MetaTrainer:
         r = self.recipe
         started, seen = time.perf_counter(), 0
         self.student.train(), self.teacher.train()
-        while self.step < self.steps_per_epoch and not self.stop_requested:
-            noisy_idx = self.noisy_sampler.next(self.generator)
-            clean_idx = self.clean_sampler.next(self.generator)
+        while self.step < self.steps_per_epoch and not self._agreed_stop():
+            noisy_idx = self._mine(self.noisy_sampler.next(self.shuffle_generator))
+            clean_idx = self._mine(self.clean_sampler.next(self.shuffle_generator))
             eta = self._set_lrs(self.epoch * self.steps_per_epoch + self.step)
             xn, yn = self._batch(self.noisy, noisy_idx), self.noisy.labels[noisy_idx].to(self.device)
             xc, yc = self._batch(self.clean, clean_idx), self.clean.labels[clean_idx].to(self.device)
@@ -161,7 +191,7 @@ class MetaTrainer:
             else:
                 s_loss, t_loss = self.meta_step(xn, yn, xc, yc, eta)
             self.step += 1
-            seen += len(noisy_idx)
+            seen += len(noisy_idx) * self.world.size
             rate = seen / max(1e-9, time.perf_counter() - started)
             yield StepReport(self.epoch, r.train.epochs, self.step, self.steps_per_epoch, phase, s_loss, t_loss, rate)
 
@@ -172,19 +202,20 @@ class MetaTrainer:
         sampler = ShuffledSampler(len(data), self.recipe.train.batch_size, endless=True)
         steps, started = epochs * self.steps_per_epoch, time.perf_counter()
         for step in range(steps):
-            idx = sampler.next(self.generator)
+            idx = self._mine(sampler.next(self.shuffle_generator))
             for group in self.student_opt.param_groups:
                 group["lr"] = 0.1 * self.recipe.train.student_lr * self._lr_factor(step, steps)
             loss = self.warmup_step(self._batch(data, idx), data.labels[idx].to(self.device), *self._clean_batch())
-            rate = (step + 1) * len(idx) / max(1e-9, time.perf_counter() - started)
+            rate = (step + 1) * len(idx) * self.world.size / max(1e-9, time.perf_counter() - started)
             yield StepReport(step // self.steps_per_epoch, epochs, step % self.steps_per_epoch + 1, self.steps_per_epoch,
                              "finetune", loss, 0.0, rate)
+        distributed.broadcast_state_(self.student, buffers_only=True)
         self.finetune_kept = self._holdout_student_accuracy() >= baseline
         if not self.finetune_kept:
             self.student.load_state_dict(before)
 
     def _clean_batch(self) -> tuple[Tensor, Tensor]:
-        idx = self.clean_sampler.next(self.generator)
+        idx = self._mine(self.clean_sampler.next(self.shuffle_generator))
         return self._batch(self.clean, idx), self.clean.labels[idx].to(self.device)
 
     def _holdout_student_accuracy(self) -> float:
@@ -203,7 +234,7 @@ class MetaTrainer:
         targets = F.one_hot(torch.cat([yn, yc]), self.num_classes).float()
         x, targets = meta.mixup(x, targets, self.recipe.meta.mixup_alpha, self.generator)
         with self.autocast():
-            loss = meta.soft_cross_entropy(self.student(x).float(), targets)
+            loss = meta.soft_cross_entropy(self.student_train(x).float(), targets)
         self._check_finite("warm-up student loss", loss)
         self.student_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,6 +258,7 @@ class MetaTrainer:
         self._check_finite("teacher loss", t_loss)
         self.teacher_opt.zero_grad(set_to_none=True)
         t_loss.backward()
+        distributed.average_gradients_(self.teacher)
         self.teacher_opt.step()
         return s_loss, float(t_loss.detach())
 
@@ -256,7 +288,7 @@ class MetaTrainer:
             inputs, soft = (torch.cat([x_chunk, extra[0]]), torch.cat([t_chunk, extra[1]])) if extra else (x_chunk, t_chunk)
             before = {n: p.detach().clone() for n, p in params.items()}
             with self.autocast():
-                loss = meta.soft_cross_entropy(self.student(inputs).float(), soft)
+                loss = meta.soft_cross_entropy(self.student_train(inputs).float(), soft)
             self._check_finite("student loss", loss)
             self.student_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -266,6 +298,8 @@ class MetaTrainer:
         with batch_stats_only(self.student):
             clean_loss = F.cross_entropy(self.student(xc), yc)
             clean_grad = dict(zip(params, torch.autograd.grad(clean_loss, list(params.values()))))
+            # autograd.grad bypasses DDP's hooks: average g by hand, so every rank looks ahead along the union batch's g
+            distributed.average_(clean_grad.values())
             chunk_grads = [
                 meta.target_gradient(self._student_forward, before, clean_grad, inputs, eta / len(inputs))[:rows]
                 for before, inputs, rows in saved
@@ -281,14 +315,20 @@ class MetaTrainer:
         """After warm-up the teacher starts from the warmed-up network (the enhancer stays fresh)."""
         self.teacher.classifier.load_state_dict(self.student.state_dict())
 
+    def _agreed_stop(self) -> bool:
+        """A signal may reach the ranks at different steps; they stop together at the first step any saw it."""
+        self.stop_requested = distributed.any_rank(self.stop_requested)
+        return self.stop_requested
+
     def _check_finite(self, name: str, value: Tensor) -> None:
-        # a host sync per step; the loss is read for the step report anyway
-        if not torch.isfinite(value):
+        # a host sync per step; the loss is read for the step report anyway. All ranks stop together.
+        if not distributed.all_agree(bool(torch.isfinite(value))):
             raise TrainingError(f"{name} became {float(value.detach())} at epoch {self.epoch + 1}, step {self.step + 1}; the last good "
                                 f"state is kept for --resume; lower train.student_lr / train.teacher_lr")
 
     # ---- evaluation ----------------------------------------------------------------------------
     def _end_epoch(self, epoch: int, phase: str, seconds: float) -> EpochReport:
+        self.sync_buffers()
         preds = self.predict(self.holdout.images, self.holdout.labels)
         truth = self.holdout.labels.numpy()
         s_acc = float((preds["student_probs"].argmax(1) == truth).mean()) if len(truth) else float("nan")
@@ -306,6 +346,18 @@ class MetaTrainer:
         if source == "ensemble":
             return 0.5 * (preds["teacher_probs"] + preds["student_probs"])
         return preds[f"{source}_probs"]
+
+    def sync_buffers(self) -> None:
+        """BatchNorm running statistics drift per rank (each sees its own rows): take rank 0's."""
+        distributed.broadcast_state_(self.student, buffers_only=True)
+        distributed.broadcast_state_(self.teacher, buffers_only=True)
+
+    def predict_sharded(self, images: Tensor, labels: Tensor) -> dict:
+        """`predict` with each rank scoring its contiguous share of the rows, gathered on every rank."""
+        rows = distributed.shard(len(labels), self.world.size, self.world.rank)
+        mine = self.predict(images[rows.start: rows.stop], labels[rows.start: rows.stop])
+        parts = distributed.gather_objects(mine)
+        return {key: np.concatenate([part[key] for part in parts]) for key in mine}
 
     @torch.no_grad()
     def predict(self, images: Tensor, labels: Tensor, batch_size: int = 512) -> dict:
@@ -336,7 +388,9 @@ class MetaTrainer:
         return {
             "models": self.state(), "student_opt": self.student_opt.state_dict(), "teacher_opt": self.teacher_opt.state_dict(),
             "noisy_sampler": self.noisy_sampler.state_dict(), "clean_sampler": self.clean_sampler.state_dict(),
-            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "shuffle_generator": self.shuffle_generator.get_state(),
+            "generator": distributed.gather_objects(self.generator.get_state()),
+            "torch_rng": distributed.gather_objects(torch.get_rng_state()), "world_size": self.world.size,
             "epoch": self.epoch, "step": self.step, "best_score": self.best_score,
             "best_state": self.best_state or {}, "history": [vars(h) for h in self.history],
         }
@@ -347,8 +401,12 @@ class MetaTrainer:
         self.teacher_opt.load_state_dict(state["teacher_opt"])
         self.noisy_sampler.load_state_dict(state["noisy_sampler"])
         self.clean_sampler.load_state_dict(state["clean_sampler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        if int(state["world_size"]) != self.world.size:
+            raise OutputError(f"--resume: the run was saved by {state['world_size']} process(es); resume it with the "
+                              f"same number (now {self.world.size})")
+        self.shuffle_generator.set_state(state["shuffle_generator"])
+        self.generator.set_state(state["generator"][self.world.rank])
+        torch.set_rng_state(state["torch_rng"][self.world.rank])
         self.epoch, self.step, self.best_score = int(state["epoch"]), int(state["step"]), float(state["best_score"])
         self.best_state = state["best_state"] or None
         self.history = [EpochReport(**h) for h in state["history"]]

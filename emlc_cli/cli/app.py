@@ -27,16 +27,23 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         except EmlcError as err:
             if os.environ.get("EMLC_DEBUG"):
                 raise
-            console.error(err.one_line())
+            if _main_process():  # other ranks fail with the same message (see distributed.on_main / all_agree)
+                console.error(err.one_line())
             raise typer.Exit(err.exit_code) from None
         except Exception as err:  # map device OOM to its fix; everything else is a bug and keeps its traceback
             if type(err).__name__ != "OutOfMemoryError" or os.environ.get("EMLC_DEBUG"):
                 raise
-            console.error(DeviceError("out of memory on the device; lower train.batch_size / "
-                                      "train.clean_batch_size or data.image_size").one_line())
+            where = "" if _main_process() else f"rank {os.environ['RANK']}: "
+            console.error(where + DeviceError("out of memory on the device; lower train.batch_size / "
+                                              "train.clean_batch_size or data.image_size").one_line())
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a plain run (read from the environment: no torch import on this path)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _version(value: bool) -> None:

@@ -1,6 +1,7 @@
 """`emlc clean DATA --clean clean.csv`: parse, call pipeline.clean, print the summary."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,10 +34,15 @@ def clean_command(
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate inputs and print the resolved recipe; train nothing.")] = False,
     quiet: QuietOpt = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Processes on this machine (one per GPU, or CPU shares); runs torchrun for you.")] = 1,
 ) -> None:
     """Train EMLC on DATA and write corrected labels, checkpoints and a summary to --out."""
-    from emlc_cli import console, pipeline
+    from emlc_cli import console, distributed, pipeline
     from emlc_cli.recipe import dump_recipe, load_recipe
+
+    if nproc > 1 and not distributed.launched() and not dry_run:
+        raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
+    quiet = quiet or not distributed.is_main_process()
 
     spec = build_spec(data, labels, config, split, revision, image_column, label_column, id_column, feature_column,
                       command=command_line(ctx))

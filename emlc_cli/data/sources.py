@@ -128,23 +128,25 @@ def check_inside(root: Path, relpath: str, source: Path, row: int) -> Path:
     return full
 
 
-def decode_images(data: LabeledImages, size: int, workers: int = 0) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    """Decode every item once: uint8 [N, 3, size, size] for images, float32 [N, D] for feature vectors.
-    Unreadable images come back listed as (index, reason)."""
+def decode_images(data: LabeledImages, size: int, workers: int = 0,
+                  rows: range | None = None) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Decode every item of `rows` (default: all) once: uint8 [n, 3, size, size] for images, float32 [n, D] for
+    feature vectors. Unreadable images come back listed as (dataset index, reason)."""
+    rows = range(len(data)) if rows is None else rows
     if data.features is not None:
-        return torch.as_tensor(np.asarray(data.features, dtype=np.float32)), []
-    out = torch.zeros((len(data), 3, size, size), dtype=torch.uint8)
+        return torch.as_tensor(np.asarray(data.features[rows.start: rows.stop], dtype=np.float32)), []
+    out = torch.zeros((len(rows), 3, size, size), dtype=torch.uint8)
     bad: list[tuple[int, str]] = []
 
     def work(i: int) -> None:
         try:
-            out[i] = torch.from_numpy(_read_rgb(data.open(i), size)).permute(2, 0, 1)
+            out[i - rows.start] = torch.from_numpy(_read_rgb(data.open(i), size)).permute(2, 0, 1)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
             bad.append((i, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
 
     threads = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(work, range(len(data)), chunksize=256))
+        list(pool.map(work, rows, chunksize=256))
     return out, sorted(bad)
 
 

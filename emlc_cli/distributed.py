@@ -1,0 +1,250 @@
+"""Several processes, one run: the process group and the few collectives the trainer and pipeline need.
+
+One process per device, started by torchrun (or by `emlc clean --nproc N`, which runs torchrun on this
+machine). Every function here is a no-op, or the identity, in a single process, so callers need no branches.
+Backend: nccl on CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from emlc_cli.errors import DeviceError, EmlcError, UsageError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+LAUNCH_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def launched() -> bool:
+    """True inside a torchrun worker (the launcher sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and all(k in os.environ for k in LAUNCH_ENV)
+
+
+def is_main_process() -> bool:
+    """Rank 0, or no launcher at all (before the process group exists, from the environment)."""
+    return int(os.environ.get("RANK", "0")) == 0 if launched() else True
+
+
+def world() -> World:
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend())
+
+
+def init(device: torch.device) -> World:
+    """Join the process group torchrun describes (once); single-process runs return World()."""
+    if not launched():
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        _tag_log_lines(dist.get_rank())
+    return world()
+
+
+def _tag_log_lines(rank: int) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(f"rank {rank}: %(levelname)s %(name)s: %(message)s"))
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_device(spec: str) -> str:
+    """Under torchrun each process owns one GPU (LOCAL_RANK); `auto` / `cuda` resolve to it."""
+    if not launched() or spec.strip().lower() == "cpu":
+        return spec
+    if spec.strip().lower() in ("auto", "cuda") and torch.cuda.is_available():
+        index = int(os.environ["LOCAL_RANK"])
+        torch.cuda.set_device(index)
+        return f"cuda:{index}"
+    if spec.strip().lower().startswith("cuda:"):
+        raise DeviceError(f"--device {spec}: under torchrun each process uses the GPU of its LOCAL_RANK; pass --device cuda")
+    return spec
+
+
+# ---- collectives (identity in one process) ------------------------------------------------------
+def average_(tensors: Iterable[Tensor]) -> None:
+    """All-reduce-average in place, coalesced into one flat buffer per dtype (one call instead of one per tensor)."""
+    w = world()
+    if not w.distributed:
+        return
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        dist.all_reduce(flat)
+        flat /= w.size
+        offset = 0
+        for t in group:
+            t.copy_(flat[offset: offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def average_gradients_(module: nn.Module) -> None:
+    average_(p.grad for p in module.parameters() if p.grad is not None)
+
+
+def broadcast_state_(module: nn.Module, buffers_only: bool = False) -> None:
+    """Rank 0's parameters and buffers (BatchNorm running statistics) everywhere."""
+    if not world().distributed:
+        return
+    tensors = list(module.buffers()) + ([] if buffers_only else list(module.parameters()))
+    with torch.no_grad():
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src=0)
+
+
+def all_agree(flag: bool) -> bool:
+    """True only if every rank says True (e.g. 'the loss is finite')."""
+    if not world().distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """True if any rank says True (e.g. 'a stop signal arrived'), so all ranks stop at the same step."""
+    return not all_agree(not flag)
+
+
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank (pickled; only ever our own processes' data)."""
+    w = world()
+    if not w.distributed:
+        return [obj]
+    out: list[Any] = [None] * w.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: T) -> T:
+    if not world().distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_rows(rows: Tensor, total: int) -> Tensor:
+    """Concatenate each rank's contiguous shard (see `shard`) of a [total, ...] tensor, on every rank."""
+    w = world()
+    if not w.distributed:
+        return rows
+    width = -(-total // w.size)
+    padded = rows.new_zeros((width, *rows.shape[1:]))
+    padded[: len(rows)] = rows
+    parts = [torch.empty_like(padded) for _ in range(w.size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: len(shard(total, w.size, r))] for r, part in enumerate(parts)])
+
+
+def shard(total: int, size: int, rank: int) -> range:
+    """Rank `rank`'s contiguous share of `total` items (the first shards take the remainder)."""
+    width = -(-total // size)
+    return range(min(total, rank * width), min(total, (rank + 1) * width))
+
+
+def max_difference(module: nn.Module) -> float:
+    """Largest |rank r's value - rank 0's value| over all parameters and buffers (0.0 when in sync)."""
+    if not world().distributed:
+        return 0.0
+    with torch.no_grad():
+        mine = torch.cat([t.detach().float().reshape(-1) for t in list(module.parameters()) + list(module.buffers())])
+        reference = mine.clone()
+        dist.broadcast(reference, src=0)
+        worst = (mine - reference).abs().max().reshape(1)
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    return float(worst.item())
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0 only and hand its result, or its EmlcError, to every rank, so that all ranks
+    fail together with the same one-line message instead of waiting for each other."""
+    if not world().distributed:
+        return fn()
+    outcome: tuple[str, Any] = ("ok", None)
+    if world().is_main:
+        try:
+            outcome = ("ok", fn())
+        except EmlcError as err:
+            outcome = ("error", (err.one_line(), err.exit_code))
+    kind, value = broadcast_object(outcome)
+    if kind == "error":
+        failure = EmlcError(value[0])
+        failure.exit_code = value[1]
+        raise failure
+    return value
+
+
+def barrier() -> None:
+    if world().distributed:
+        dist.barrier()
+
+
+# ---- the --nproc convenience -----------------------------------------------------------------------
+def command_args(command: str, argv: list[str]) -> list[str]:
+    """`emlc ... clean A B --nproc 2 C` -> ["clean", "A", "B", "C"]: what each worker runs."""
+    if command not in argv:
+        raise UsageError(f"--nproc: cannot find the '{command}' command in the command line; run it as "
+                         f"torchrun --nproc-per-node N -m emlc_cli {command} ...")
+    args, skip = argv[argv.index(command):], False
+    kept = []
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
+
+
+def launch(nproc: int, command_args: list[str]) -> int:
+    """Run `emlc <command_args>` as `torchrun --standalone --nproc-per-node nproc` on this machine; the exit
+    code is the workers' (2 for a user error, 130 when interrupted), and rank 0 has already printed why.
+
+    On CPU each process gets an equal share of the cores (torchrun alone would pin every process to 1 thread)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    if not os.environ.get("EMLC_DEBUG"):  # torchrun's own failure report repeats what rank 0 printed
+        logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    args = ["--standalone", f"--nproc-per-node={nproc}", "-m", "emlc_cli", *command_args]
+    log.info("launching: torchrun %s", " ".join(args))
+    try:
+        run(parse_args(args))
+    except ChildFailedError as err:
+        return int(err.get_first_failure()[1].exitcode) or 1
+    except SignalException:
+        return 130
+    return 0
