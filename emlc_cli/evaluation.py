@@ -13,22 +13,28 @@ from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.data.hf import FOLDER_KINDS, check_model_input, load_source, read_source_record
 from emlc_cli.data.sources import decode_images
 from emlc_cli.errors import DataError
-from emlc_cli.models import Classifier, build_classifier
+from emlc_cli.features import FrozenFeatures
+from emlc_cli.models import build_backbone, build_classifier
 from emlc_cli.outputs import load_model_files, read_corrected
 from emlc_cli.runtime import pick_device
 
 
-def load_student(run: Path, device: torch.device) -> tuple[Classifier, dict[str, Any]]:
+def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the student from its JSON config and safetensors weights."""
     state, config = load_model_files(run, "student")
     model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"],
                              in_features=config.get("in_features", 0))
     model.load_state_dict(state)
+    frozen = config.get("frozen_backbone")
+    if frozen:
+        backbone, _ = build_backbone(frozen["architecture"], config["width"], frozen["small_stem"])
+        backbone.load_state_dict(load_model_files(run, "backbone")[0])
+        model = FrozenFeatures(backbone, model)
     return model.to(device).eval(), config
 
 
 @torch.no_grad()
-def predict_images(model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
+def predict_images(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
     batches = BatchMaker(device, "none", channels_last=False)
     preds = [model(batches(images[idx], train=False)).argmax(1).cpu() for idx in ordered_batches(len(images), batch_size)]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
@@ -40,7 +46,7 @@ def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, An
     torch_device = pick_device(device)
     model, config = load_student(run, torch_device)
     dataset = load_source(data)
-    check_model_input(dataset, config["architecture"])
+    check_model_input(dataset, (config.get("frozen_backbone") or config)["architecture"])
     unknown = [c for c in dataset.classes if c not in config["classes"]]
     if unknown:
         raise DataError(f"class '{unknown[0]}' is not a class of the run ({', '.join(config['classes'])})", path=data)

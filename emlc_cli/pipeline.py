@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from emlc_cli import __version__, corrections, distributed, metrics
+from emlc_cli import __version__, corrections, distributed, features, metrics
 from emlc_cli.data.loaders import MEAN, STD, TensorSet
 from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
 from emlc_cli.data.hf import SourceSpec, check_model_input, load_source, manifest_key
@@ -27,6 +27,7 @@ from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, 
                               load_training_state, staging_path)
 from emlc_cli.recipe import Recipe, dump_recipe, recipe_from_dict
 from emlc_cli.runtime import pick_device, seed_everything
+from emlc_cli.timing import Stopwatch
 from emlc_cli.trainer import EpochReport, MetaTrainer, StepReport
 
 log = logging.getLogger(__name__)
@@ -134,37 +135,64 @@ def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_c
 
 def _clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_csv: Path | None, torch_device: torch.device,
            seed: int, overwrite: bool, on_event: Event | None, resume: bool, strict: bool) -> CleanResult:
-    started, world = time.perf_counter(), distributed.world()
+    started, world, watch = time.perf_counter(), distributed.world(), Stopwatch()
     emit = on_event or (lambda event: None)
     saved = distributed.on_main(lambda: _check_and_load_state(out, data, overwrite, resume))
     if saved is not None:
         recipe, seed = recipe_from_dict(saved["recipe"], source="saved training state"), int(saved["seed"])
-    validation_started = time.perf_counter()
-    prepared = prepare(data, clean_csv, recipe, labels_csv, seed)
-    prepared.seconds = time.perf_counter() - validation_started
+    with watch("validation"):
+        prepared = prepare(data, clean_csv, recipe, labels_csv, seed)
+    prepared.seconds = watch["validation"]
     for warning in prepared.warnings if world.is_main else []:
         log.warning(warning)
     emit(prepared)
     seed_everything(seed)
-    images, skipped = _decode(prepared, recipe, strict)
+    images, skipped, backbone = _model_inputs(prepared, recipe, strict, torch_device, watch)
     noisy_idx = [i for i in prepared.noisy if i not in skipped]
-    trainer = MetaTrainer(recipe, len(prepared.dataset.classes), *_tensor_sets(prepared, images, noisy_idx, torch_device),
+    trained = features.head_recipe(recipe) if backbone is not None else recipe
+    trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, images, noisy_idx, torch_device),
                           device=torch_device, seed=seed)
     with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
         if saved is not None:
             trainer.load_training_state(saved["trainer"])
-        train_seconds = _train(trainer, run, recipe, seed, emit)
-        result = _corrections(trainer, prepared, images, noisy_idx, recipe)
-        _finetune(trainer, images, noisy_idx, result, recipe, emit)
+        with watch("training"):
+            train_seconds = _train(trainer, run, recipe, seed, emit)
+        with watch("corrections"):
+            result = _corrections(trainer, prepared, images, noisy_idx, recipe)
+        with watch("finetune"):
+            _finetune(trainer, images, noisy_idx, result, recipe, emit)
         summary = _summary(prepared, result, trainer, skipped, recipe, torch_device, started, train_seconds, noisy_idx)
         summary["finetune_kept"] = trainer.finetune_kept
         summary["processes"] = {"count": world.size, "backend": world.backend or None,
                                 "max_weight_difference": _max_weight_difference(trainer)}
-        _write_outputs(run, prepared, result, trainer, recipe, summary)
+        with watch("outputs"):
+            _write_outputs(run, prepared, result, trainer, recipe, summary, backbone)
         summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+        summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
         run.write_json("summary.json", summary)
         final = run.commit()
     return CleanResult(final, summary)
+
+
+def _model_inputs(prepared: Prepared, recipe: Recipe, strict: bool, device: torch.device,
+                  watch: Stopwatch) -> tuple[torch.Tensor, dict[int, str], torch.nn.Module | None]:
+    """Decoded images, or their features under a frozen backbone (then the backbone too)."""
+    with watch("decode"):
+        images, skipped = _decode(prepared, recipe, strict)
+    if not recipe.model.freeze_backbone:
+        return images, skipped, None
+    with watch("embed"):
+        backbone = features.frozen_backbone(recipe, device)
+        return features.embed(backbone, images, device), skipped, backbone
+
+
+def _timing(watch: Stopwatch, trainer: MetaTrainer, wall: float) -> dict[str, float]:
+    """Seconds per stage; `iterations` = the training steps themselves (their batch preparation included), and
+    `wall_over_iterations` what everything else (loading, evaluation, checkpoints, outputs) adds to them."""
+    steps = trainer.watch
+    iterations = sum(v for k, v in steps.items() if k.endswith("_steps") or k == "batches")
+    return {**watch.rounded(), **{f"training.{k}": v for k, v in steps.rounded().items()},
+            "iterations": round(iterations, 2), "wall_over_iterations": round(wall / max(iterations, 1e-9), 3)}
 
 
 def _check_and_load_state(out: Path, data: Path | SourceSpec, overwrite: bool, resume: bool) -> dict | None:
@@ -186,7 +214,8 @@ def _train(trainer: MetaTrainer, run: RunDir | NoOutputs, recipe: Recipe, seed: 
         for report in trainer.run():
             emit(report)
             if isinstance(report, EpochReport):
-                save()
+                with trainer.watch("checkpoints"):
+                    save()
     if trainer.stop_requested:
         save()
         raise Interrupted(f"stopped at epoch {trainer.epoch + 1}, step {trainer.step}; the training state is saved in "
@@ -291,7 +320,8 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
     return _Result(labels, confidence, temperature, rows)
 
 
-def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result, trainer: MetaTrainer, recipe: Recipe, summary: dict) -> None:
+def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result, trainer: MetaTrainer, recipe: Recipe,
+                   summary: dict, backbone: torch.nn.Module | None = None) -> None:
     ds = prepared.dataset
     skipped = set(summary["skipped"])
     rows = [
@@ -300,7 +330,11 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result,
         for i, path in enumerate(ds.paths) if path not in skipped
     ]
     run.write_csv("corrected.csv", CORRECTED_COLUMNS, rows)
-    config = _model_config(ds.classes, recipe, int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0)
+    config = _model_config(ds.classes, trainer.recipe, int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0)
+    if backbone is not None:  # heads over frozen features: the backbone ships beside them, so the run is self-contained
+        frozen = {"architecture": recipe.model.backbone, "small_stem": recipe.model.small_stem, "weights": recipe.model.weights}
+        config = {**config, "frozen_backbone": frozen, "input_size": recipe.data.image_size}
+        run.write_model("backbone", backbone, {**config, "role": "frozen backbone"})
     run.write_model("student", trainer.student, {**config, "role": "student"})
     run.write_model("teacher", trainer.teacher, {**config, "role": "teacher+enhancer"})
     run.write_csv("to_verify.csv", TO_VERIFY_COLUMNS, result.to_verify)

@@ -31,6 +31,7 @@ class ModelConfig:
     width: int = 32
     weights: str = "none"
     small_stem: bool = True
+    freeze_backbone: bool = False
     enhancer_hidden: int = 128
     label_embedding: int = 32
 
@@ -258,6 +259,10 @@ def _check_consistency(recipe: Recipe, source: str | None) -> None:
             f"train.batch_size={batch} must be divisible by meta.steps={steps} (the noisy batch is split into K chunks)",
             key="meta.steps", source=source,
         )
+    model = recipe.model
+    if model.freeze_backbone and (model.backbone == "mlp" or model.weights in ("none", "")):
+        raise RecipeError(f"needs a pretrained image backbone (model.backbone={model.backbone}, model.weights={model.weights}): "
+                          "set model.weights to a torchvision weight name or a local file", key="model.freeze_backbone", source=source)
     if recipe.meta.warmup_epochs >= recipe.train.epochs:
         raise RecipeError(
             f"must be smaller than train.epochs={recipe.train.epochs}", key="meta.warmup_epochs", source=source

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emlc_cli import distributed, meta
+from emlc_cli import distributed, meta, tangents
 from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet, ordered_batches
 from emlc_cli.errors import OutputError, RecipeError, TrainingError
 from emlc_cli.models import Classifier, Teacher, build_classifier, build_teacher
 from emlc_cli.recipe import Recipe
+from emlc_cli.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 # torch.func's first forward-mode call goes through a deprecated torch.jit.script internally; not ours to fix
@@ -86,6 +87,8 @@ class MetaTrainer:
             self.teacher.to(memory_format=torch.channels_last)
         distributed.broadcast_state_(self.teacher)
         self.student_train = self._data_parallel(self.student)
+        # CPU float32 with a plain layer stack: J g from the student step's own activations (see tangents.py)
+        self.tangent_chain = tangents.layer_chain(self.student) if device.type == "cpu" else None
         self.batches = BatchMaker(device, recipe.data.augment, self.channels_last)
         self.eval_batches = BatchMaker(device, "none", self.channels_last)
         self.steps_per_epoch = self._steps_per_epoch()
@@ -98,6 +101,7 @@ class MetaTrainer:
         self.epoch, self.step = 0, 0  # where run() starts: the next step to take
         self.stop_requested = False
         self.finetune_kept: bool | None = None  # None: no fine-tune ran
+        self.watch = Stopwatch()  # batches, warmup_steps, meta_steps, finetune_steps, evaluation, checkpoints
 
     def _check_batch_sizes(self) -> None:
         """Recipe batch sizes are global: each of N processes takes 1/N of every batch."""
@@ -181,15 +185,17 @@ class MetaTrainer:
         started, seen = time.perf_counter(), 0
         self.student.train(), self.teacher.train()
         while self.step < self.steps_per_epoch and not self._agreed_stop():
-            noisy_idx = self._mine(self.noisy_sampler.next(self.shuffle_generator))
-            clean_idx = self._mine(self.clean_sampler.next(self.shuffle_generator))
+            with self.watch("batches"):
+                noisy_idx = self._mine(self.noisy_sampler.next(self.shuffle_generator))
+                clean_idx = self._mine(self.clean_sampler.next(self.shuffle_generator))
+                xn, yn = self._batch(self.noisy, noisy_idx), self.noisy.labels[noisy_idx].to(self.device)
+                xc, yc = self._batch(self.clean, clean_idx), self.clean.labels[clean_idx].to(self.device)
             eta = self._set_lrs(self.epoch * self.steps_per_epoch + self.step)
-            xn, yn = self._batch(self.noisy, noisy_idx), self.noisy.labels[noisy_idx].to(self.device)
-            xc, yc = self._batch(self.clean, clean_idx), self.clean.labels[clean_idx].to(self.device)
-            if phase == "warmup":
-                s_loss, t_loss = self.warmup_step(xn, yn, xc, yc), 0.0
-            else:
-                s_loss, t_loss = self.meta_step(xn, yn, xc, yc, eta)
+            with self.watch(f"{phase}_steps"):
+                if phase == "warmup":
+                    s_loss, t_loss = self.warmup_step(xn, yn, xc, yc), 0.0
+                else:
+                    s_loss, t_loss = self.meta_step(xn, yn, xc, yc, eta)
             self.step += 1
             seen += len(noisy_idx) * self.world.size
             rate = seen / max(1e-9, time.perf_counter() - started)
@@ -202,10 +208,13 @@ class MetaTrainer:
         sampler = ShuffledSampler(len(data), self.recipe.train.batch_size, endless=True)
         steps, started = epochs * self.steps_per_epoch, time.perf_counter()
         for step in range(steps):
-            idx = self._mine(sampler.next(self.shuffle_generator))
+            with self.watch("batches"):
+                idx = self._mine(sampler.next(self.shuffle_generator))
+                batch = (self._batch(data, idx), data.labels[idx].to(self.device), *self._clean_batch())
             for group in self.student_opt.param_groups:
                 group["lr"] = 0.1 * self.recipe.train.student_lr * self._lr_factor(step, steps)
-            loss = self.warmup_step(self._batch(data, idx), data.labels[idx].to(self.device), *self._clean_batch())
+            with self.watch("finetune_steps"):
+                loss = self.warmup_step(*batch)
             rate = (step + 1) * len(idx) * self.world.size / max(1e-9, time.perf_counter() - started)
             yield StepReport(step // self.steps_per_epoch, epochs, step % self.steps_per_epoch + 1, self.steps_per_epoch,
                              "finetune", loss, 0.0, rate)
@@ -287,25 +296,32 @@ class MetaTrainer:
         for x_chunk, t_chunk in zip(xn.chunk(k_steps), targets.chunk(k_steps)):
             inputs, soft = (torch.cat([x_chunk, extra[0]]), torch.cat([t_chunk, extra[1]])) if extra else (x_chunk, t_chunk)
             before = {n: p.detach().clone() for n, p in params.items()}
-            with self.autocast():
+            with self.autocast(), self._recording() as recorded:
                 loss = meta.soft_cross_entropy(self.student_train(inputs).float(), soft)
             self._check_finite("student loss", loss)
             self.student_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.student_opt.step()
-            saved.append((before, inputs, len(x_chunk)))
+            saved.append((before, inputs, len(x_chunk), recorded))
             losses.append(loss.detach())
         with batch_stats_only(self.student):
             clean_loss = F.cross_entropy(self.student(xc), yc)
             clean_grad = dict(zip(params, torch.autograd.grad(clean_loss, list(params.values()))))
             # autograd.grad bypasses DDP's hooks: average g by hand, so every rank looks ahead along the union batch's g
             distributed.average_(clean_grad.values())
-            chunk_grads = [
-                meta.target_gradient(self._student_forward, before, clean_grad, inputs, eta / len(inputs))[:rows]
-                for before, inputs, rows in saved
-            ]
+            chunk_grads = [self._target_gradient(before, clean_grad, inputs, recorded, eta / len(inputs))[:rows]
+                           for before, inputs, rows, recorded in saved]
         target_grad = meta.combine_chunk_gradients(chunk_grads, meta.k_step_discounts(k_steps, eta))
         return float(torch.stack(losses).mean()), target_grad
+
+    def _recording(self) -> contextlib.AbstractContextManager:
+        return tangents.recording(self.tangent_chain) if self.tangent_chain else contextlib.nullcontext(None)
+
+    def _target_gradient(self, before: dict[str, Tensor], clean_grad: dict[str, Tensor], inputs: Tensor,
+                         recorded: list[Tensor] | None, scale: float) -> Tensor:
+        if recorded:
+            return tangents.target_gradient(self.tangent_chain, recorded, before, clean_grad, scale)
+        return meta.target_gradient(self._student_forward, before, clean_grad, inputs, scale)
 
     def _student_forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         buffers = dict(self.student.named_buffers())
@@ -329,7 +345,8 @@ class MetaTrainer:
     # ---- evaluation ----------------------------------------------------------------------------
     def _end_epoch(self, epoch: int, phase: str, seconds: float) -> EpochReport:
         self.sync_buffers()
-        preds = self.predict(self.holdout.images, self.holdout.labels)
+        with self.watch("evaluation"):
+            preds = self.predict(self.holdout.images, self.holdout.labels)
         truth = self.holdout.labels.numpy()
         s_acc = float((preds["student_probs"].argmax(1) == truth).mean()) if len(truth) else float("nan")
         t_acc = float((preds["teacher_probs"].argmax(1) == truth).mean()) if len(truth) else float("nan")
