@@ -113,6 +113,16 @@ def run_emlc(cifar: Path, task: Path, recipe_name: str, overrides: list[str], ou
     return seconds, test["accuracy"]
 
 
+def print_timing(summary: dict, seconds: float) -> None:
+    """Where emlc's time went (summary.json `timing`), and training images/s."""
+    timing = summary["timing"]
+    parts = ", ".join(f"{k.removeprefix('training.')} {v:.1f}s" for k, v in timing.items()
+                      if k not in ("training", "iterations", "wall_over_iterations"))
+    print(f"emlc: {seconds:.1f}s with evaluation ({summary['wall_seconds']:.1f}s in clean): {parts}; "
+          f"iterations {timing['iterations']:.1f}s, wall/iterations {timing['wall_over_iterations']:.3f}; "
+          f"{summary['images_per_s']:.0f} training images/s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("cifar", type=Path)
@@ -134,6 +144,7 @@ def main() -> None:
         rows = {r["path"]: r["corrected_label"] for r in __import__("csv").DictReader(open(out / "corrected.csv"))}
         corrected = torch.tensor([classes.index(rows[p]) for p in paths])
         results.append(row("emlc", corrected, given, truth, noisy, test_acc, seconds))
+        print_timing(json.loads((out / "summary.json").read_text()), seconds)
     if "cleanlab" in methods:
         corrected, test_acc, seconds = run_cleanlab(recipe, images, given, noisy, classes, args.folds, args.seed, test_images, test_labels)
         results.append(row("cleanlab", corrected, given, truth, noisy, test_acc, seconds))

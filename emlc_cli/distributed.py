@@ -89,6 +89,11 @@ def local_device(spec: str) -> str:
 
 
 # ---- collectives (identity in one process) ------------------------------------------------------
+def _comm_device() -> torch.device:
+    """nccl moves only CUDA tensors; gloo moves CPU tensors."""
+    return torch.device("cuda", torch.cuda.current_device()) if world().backend == "nccl" else torch.device("cpu")
+
+
 def average_(tensors: Iterable[Tensor]) -> None:
     """All-reduce-average in place, coalesced into one flat buffer per dtype (one call instead of one per tensor)."""
     w = world()
@@ -125,7 +130,7 @@ def all_agree(flag: bool) -> bool:
     """True only if every rank says True (e.g. 'the loss is finite')."""
     if not world().distributed:
         return flag
-    value = torch.tensor([1.0 if flag else 0.0])
+    value = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
 
@@ -159,11 +164,29 @@ def gather_rows(rows: Tensor, total: int) -> Tensor:
     if not w.distributed:
         return rows
     width = -(-total // w.size)
-    padded = rows.new_zeros((width, *rows.shape[1:]))
+    padded = rows.new_zeros((width, *rows.shape[1:]), device=_comm_device())
     padded[: len(rows)] = rows
     parts = [torch.empty_like(padded) for _ in range(w.size)]
     dist.all_gather(parts, padded)
-    return torch.cat([part[: len(shard(total, w.size, r))] for r, part in enumerate(parts)])
+    return torch.cat([part[: len(shard(total, w.size, r))].to(rows.device) for r, part in enumerate(parts)])
+
+
+def share_shards_(rows: Tensor) -> None:
+    """`rows` [total, ...] holds this rank's shard (see `shard`); fill in every other rank's, in place, one
+    shard at a time (no second full-size buffer: the tensor may be a memory-mapped file)."""
+    w = world()
+    if not w.distributed:
+        return
+    device = _comm_device()
+    for rank in range(w.size):
+        part = shard(len(rows), w.size, rank)
+        if not len(part):
+            continue
+        buffer = rows[part.start: part.stop].to(device) if rank == w.rank else torch.empty(
+            (len(part), *rows.shape[1:]), dtype=rows.dtype, device=device)
+        dist.broadcast(buffer, src=rank)
+        if rank != w.rank:
+            rows[part.start: part.stop] = buffer.to(rows.device)
 
 
 def shard(total: int, size: int, rank: int) -> range:
@@ -177,7 +200,7 @@ def max_difference(module: nn.Module) -> float:
     if not world().distributed:
         return 0.0
     with torch.no_grad():
-        mine = torch.cat([t.detach().float().reshape(-1) for t in list(module.parameters()) + list(module.buffers())])
+        mine = torch.cat([t.detach().float().reshape(-1) for t in list(module.parameters()) + list(module.buffers())]).to(_comm_device())
         reference = mine.clone()
         dist.broadcast(reference, src=0)
         worst = (mine - reference).abs().max().reshape(1)

@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 

@@ -20,7 +20,8 @@ from emlc_cli import __version__, corrections, distributed, features, metrics
 from emlc_cli.data.loaders import MEAN, STD, TensorSet
 from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
 from emlc_cli.data.hf import SourceSpec, check_model_input, load_source, manifest_key
-from emlc_cli.data.sources import LabeledImages, check_inside, decode_images
+from emlc_cli.data.cache import image_cache
+from emlc_cli.data.sources import LabeledImages, check_inside
 from emlc_cli.errors import DataError, Interrupted
 from emlc_cli.models import validate_backbone
 from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, NoOutputs, RunDir, check_out_dir,
@@ -28,7 +29,7 @@ from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, 
 from emlc_cli.recipe import Recipe, dump_recipe, recipe_from_dict
 from emlc_cli.runtime import pick_device, seed_everything
 from emlc_cli.timing import Stopwatch
-from emlc_cli.trainer import EpochReport, MetaTrainer, StepReport
+from emlc_cli.trainer import EpochReport, MetaTrainer
 
 log = logging.getLogger(__name__)
 Event = Callable[[Any], None]
@@ -147,43 +148,65 @@ def _clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_
         log.warning(warning)
     emit(prepared)
     seed_everything(seed)
-    images, skipped, backbone = _model_inputs(prepared, recipe, strict, torch_device, watch)
-    noisy_idx = [i for i in prepared.noisy if i not in skipped]
-    trained = features.head_recipe(recipe) if backbone is not None else recipe
-    trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, images, noisy_idx, torch_device),
-                          device=torch_device, seed=seed)
-    with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
-        if saved is not None:
-            trainer.load_training_state(saved["trainer"])
-        with watch("training"):
-            train_seconds = _train(trainer, run, recipe, seed, emit)
-        with watch("corrections"):
-            result = _corrections(trainer, prepared, images, noisy_idx, recipe)
-        with watch("finetune"):
-            _finetune(trainer, images, noisy_idx, result, recipe, emit)
-        summary = _summary(prepared, result, trainer, skipped, recipe, torch_device, started, train_seconds, noisy_idx)
-        summary["finetune_kept"] = trainer.finetune_kept
-        summary["processes"] = {"count": world.size, "backend": world.backend or None,
-                                "max_weight_difference": _max_weight_difference(trainer)}
-        with watch("outputs"):
-            _write_outputs(run, prepared, result, trainer, recipe, summary, backbone)
-        summary["wall_seconds"] = round(time.perf_counter() - started, 2)
-        summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
-        run.write_json("summary.json", summary)
-        final = run.commit()
+    with _model_inputs(prepared, recipe, strict, torch_device, out, watch) as inputs:
+        trained = features.head_recipe(recipe) if inputs.backbone is not None else recipe
+        trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, inputs.images, inputs.noisy_idx),
+                              device=torch_device, seed=seed)
+        with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
+            if saved is not None:
+                trainer.load_training_state(saved["trainer"])
+            summary = _train_and_write(run, trainer, prepared, inputs, recipe, seed, emit, watch)
+            summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+            summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
+            run.write_json("summary.json", summary)
+            final = run.commit()
     return CleanResult(final, summary)
 
 
-def _model_inputs(prepared: Prepared, recipe: Recipe, strict: bool, device: torch.device,
-                  watch: Stopwatch) -> tuple[torch.Tensor, dict[int, str], torch.nn.Module | None]:
-    """Decoded images, or their features under a frozen backbone (then the backbone too)."""
-    with watch("decode"):
-        images, skipped = _decode(prepared, recipe, strict)
-    if not recipe.model.freeze_backbone:
-        return images, skipped, None
-    with watch("embed"):
-        backbone = features.frozen_backbone(recipe, device)
-        return features.embed(backbone, images, device), skipped, backbone
+@dataclass
+class _Inputs:
+    """What the trainer reads: the decoded cache (or frozen-backbone features) and which rows are trainable."""
+
+    images: torch.Tensor
+    skipped: dict[int, str]
+    noisy_idx: list[int]
+    backbone: torch.nn.Module | None = None
+
+
+def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Prepared, inputs: _Inputs, recipe: Recipe,
+                     seed: int, emit: Event, watch: Stopwatch) -> dict[str, Any]:
+    with watch("training"):
+        train_seconds = _train(trainer, run, recipe, seed, emit)
+    with watch("corrections"):
+        result = _corrections(trainer, prepared, inputs.images, inputs.noisy_idx, recipe)
+    with watch("finetune"):
+        _finetune(trainer, inputs.images, inputs.noisy_idx, result, recipe, emit)
+    summary = _summary(prepared, result, trainer, inputs.skipped, recipe, trainer.device, train_seconds, inputs.noisy_idx)
+    summary["finetune_kept"] = trainer.finetune_kept
+    summary["processes"] = {"count": trainer.world.size, "backend": trainer.world.backend or None,
+                            "max_weight_difference": _max_weight_difference(trainer)}
+    with watch("outputs"):
+        _write_outputs(run, prepared, result, trainer, recipe, summary, inputs.backbone)
+    return summary
+
+
+@contextlib.contextmanager
+def _model_inputs(prepared: Prepared, recipe: Recipe, strict: bool, device: torch.device, out: Path,
+                  watch: Stopwatch) -> Iterator[_Inputs]:
+    """The decoded image cache (see data/cache.py), or its features under a frozen backbone."""
+    ds, data = prepared.dataset, recipe.data
+    with contextlib.ExitStack() as stack:  # an mmap cache lives until the run is written
+        with watch("decode"):
+            images, bad = stack.enter_context(image_cache(ds, data.image_size, data.decode_workers, data.cache, device, out.parent))
+        skipped = _check_unreadable(prepared, bad, strict)
+        noisy_idx = [i for i in prepared.noisy if i not in skipped]
+        if not recipe.model.freeze_backbone:
+            yield _Inputs(images, skipped, noisy_idx)
+            return
+        with watch("embed"):
+            backbone = features.frozen_backbone(recipe, device)
+            embedded = features.embed(backbone, images, device).to(device)
+        yield _Inputs(embedded, skipped, noisy_idx, backbone)
 
 
 def _timing(watch: Stopwatch, trainer: MetaTrainer, wall: float) -> dict[str, float]:
@@ -228,8 +251,7 @@ def _finetune(trainer: MetaTrainer, images: torch.Tensor, noisy_idx: list[int], 
     """Optional: the student's last epochs on the corrected labels (the labels themselves are already final)."""
     if recipe.train.finetune_epochs <= 0 or not noisy_idx:
         return
-    idx = torch.as_tensor(noisy_idx, dtype=torch.long)
-    data = TensorSet(images[idx].to(trainer.device), torch.from_numpy(result.labels[noisy_idx]))
+    data = TensorSet(images, torch.from_numpy(result.labels[noisy_idx]), torch.as_tensor(noisy_idx, dtype=torch.long))
     for report in trainer.finetune(data, recipe.train.finetune_epochs):
         emit(report)
 
@@ -255,36 +277,22 @@ def stop_on_signals(trainer: MetaTrainer) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _decode(prepared: Prepared, recipe: Recipe, strict: bool = False) -> tuple[torch.Tensor, dict[int, str]]:
+def _check_unreadable(prepared: Prepared, bad: list[tuple[int, str]], strict: bool) -> dict[int, str]:
     ds = prepared.dataset
-    started = time.perf_counter()
-    images, bad = _decode_shared(ds, recipe)
-    log.info("decoded %d images in %.1fs", len(ds), time.perf_counter() - started)
     if strict and bad:
         raise DataError(f"unreadable image ({bad[0][1]}); {len(bad)} in all (drop --strict to skip them)", path=ds.root / ds.paths[bad[0][0]])
     skipped = dict(bad)
     bad_clean = [ds.paths[i] for i in skipped if i in prepared.verified]
     if bad_clean:
-        raise DataError(f"verified image cannot be read: {skipped[prepared.dataset.index_of()[bad_clean[0]]]}", path=ds.root / bad_clean[0])
-    return images, skipped
+        raise DataError(f"verified image cannot be read: {skipped[ds.index_of()[bad_clean[0]]]}", path=ds.root / bad_clean[0])
+    return skipped
 
 
-def _decode_shared(ds: LabeledImages, recipe: Recipe) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    """Each rank decodes its share of the images; every rank ends with all of them (the noisy pool is
-    reshuffled across ranks every epoch)."""
-    world = distributed.world()
-    rows = distributed.shard(len(ds), world.size, world.rank)
-    images, bad = decode_images(ds, recipe.data.image_size, recipe.data.decode_workers, rows)
-    images = distributed.gather_rows(images, len(ds))
-    return images, sorted(item for part in distributed.gather_objects(bad) for item in part)
-
-
-def _tensor_sets(prepared: Prepared, images: torch.Tensor, noisy_idx: list[int], device: torch.device) -> tuple[TensorSet, TensorSet, TensorSet]:
+def _tensor_sets(prepared: Prepared, images: torch.Tensor, noisy_idx: list[int]) -> tuple[TensorSet, TensorSet, TensorSet]:
     labels = torch.from_numpy(prepared.dataset.labels)
 
     def subset(indices: list[int], lab: torch.Tensor) -> TensorSet:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return TensorSet(images[idx].to(device), lab)
+        return TensorSet(images, lab, torch.as_tensor(indices, dtype=torch.long))
 
     verified = lambda ids: torch.as_tensor([prepared.verified[i] for i in ids], dtype=torch.long)  # noqa: E731
     noisy = subset(noisy_idx, labels[torch.as_tensor(noisy_idx, dtype=torch.long)])
@@ -307,8 +315,8 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
         labels[i] = label
     given = prepared.dataset.labels[noisy_idx]
     idx = torch.as_tensor(noisy_idx, dtype=torch.long)
-    preds = trainer.predict_sharded(images[idx], torch.from_numpy(given))
-    holdout = trainer.predict(trainer.holdout.images, trainer.holdout.labels)
+    preds = trainer.predict_sharded(TensorSet(images, torch.from_numpy(given), idx))
+    holdout = trainer.predict(trainer.holdout)
     temperature = corrections.fit_temperature(np.log(trainer.source_probs(holdout) + 1e-12), trainer.holdout.labels.numpy())
     probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
     fixed = corrections.correct(probs, preds["retain"], given, recipe.correct.rule, recipe.correct.threshold)
@@ -358,7 +366,7 @@ def _model_config(classes: list[str], recipe: Recipe, in_features: int = 0) -> d
 
 
 def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped: dict[int, str], recipe: Recipe,
-             device: torch.device, started: float, train_seconds: float, noisy_idx: list[int]) -> dict[str, Any]:
+             device: torch.device, train_seconds: float, noisy_idx: list[int]) -> dict[str, Any]:
     ds, classes = prepared.dataset, prepared.dataset.classes
     given, fixed = ds.labels[noisy_idx], result.labels[noisy_idx]
     changed = given != fixed
@@ -376,5 +384,6 @@ def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped:
         "train_seconds": round(train_seconds, 2),
         "images_per_s": round(steps * recipe.train.batch_size / max(train_seconds, 1e-9), 1),
         "device": str(device), "recipe": recipe.name,
+        "peak_device_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
         "versions": {"emlc": __version__, "torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform()},
     }

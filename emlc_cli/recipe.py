@@ -23,6 +23,7 @@ class DataConfig:
     holdout_fraction: float = 0.1
     augment: Literal["none", "flip", "crop_flip"] = "crop_flip"
     decode_workers: int = 0
+    cache: Literal["auto", "device", "memory", "mmap"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class TrainConfig:
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     max_steps_per_epoch: int = 0
     finetune_epochs: int = 0
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
 
 
 @dataclass(frozen=True)

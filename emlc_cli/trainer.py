@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from emlc_cli import distributed, meta, tangents
 from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet, ordered_batches
 from emlc_cli.errors import OutputError, RecipeError, TrainingError
-from emlc_cli.models import Classifier, Teacher, build_classifier, build_teacher
+from emlc_cli.models import build_classifier, build_teacher
 from emlc_cli.recipe import Recipe
 from emlc_cli.timing import Stopwatch
 
@@ -86,9 +86,12 @@ class MetaTrainer:
             self.student.to(memory_format=torch.channels_last)
             self.teacher.to(memory_format=torch.channels_last)
         distributed.broadcast_state_(self.teacher)
-        self.student_train = self._data_parallel(self.student)
-        # CPU float32 with a plain layer stack: J g from the student step's own activations (see tangents.py)
-        self.tangent_chain = tangents.layer_chain(self.student) if device.type == "cpu" else None
+        self.student_train = self._compiled(self._data_parallel(self.student))
+        self.teacher_forward = self._compiled(self.teacher.classifier.features_and_logits)
+        # CPU float32 with a plain layer stack: J g from the student step's own activations (see tangents.py);
+        # a compiled student would not call the recording hooks
+        eager = recipe.train.compile == "off"
+        self.tangent_chain = tangents.layer_chain(self.student) if device.type == "cpu" and eager else None
         self.batches = BatchMaker(device, recipe.data.augment, self.channels_last)
         self.eval_batches = BatchMaker(device, "none", self.channels_last)
         self.steps_per_epoch = self._steps_per_epoch()
@@ -119,6 +122,12 @@ class MetaTrainer:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    def _compiled(self, fn):
+        """train.compile: the heavy training forwards through torch.compile (the look-ahead's functional calls
+        and the JVP stay eager)."""
+        mode = self.recipe.train.compile
+        return fn if mode == "off" else torch.compile(fn, mode=mode)
 
     def _mine(self, global_batch: Tensor) -> Tensor:
         """This rank's slice of a batch drawn identically on every rank."""
@@ -230,11 +239,11 @@ class MetaTrainer:
     def _holdout_student_accuracy(self) -> float:
         if not len(self.holdout):
             return 0.0
-        preds = self.predict(self.holdout.images, self.holdout.labels)
+        preds = self.predict(self.holdout)
         return float((preds["student_probs"].argmax(1) == self.holdout.labels.numpy()).mean())
 
     def _batch(self, data: TensorSet, idx: Tensor) -> Tensor:
-        return self.batches(data.images[idx], train=True, generator=self.generator)
+        return self.batches(data.take(idx), train=True, generator=self.generator)
 
     # ---- steps ---------------------------------------------------------------------------------
     def warmup_step(self, xn: Tensor, yn: Tensor, xc: Tensor, yc: Tensor) -> float:
@@ -254,7 +263,7 @@ class MetaTrainer:
         """One EMLC step: K student steps on corrected targets, then the teacher's meta update."""
         cfg, half = self.recipe.meta, xc.shape[0] // 2
         with self.autocast():
-            features, logits = self.teacher.classifier.features_and_logits(torch.cat([xn, xc]))
+            features, logits = self.teacher_forward(torch.cat([xn, xc]))
         features, logits = features.float(), logits.float()
         fn, fc, ln, lc = features[: len(xn)], features[len(xn):], logits[: len(xn)], logits[len(xn):]
         targets = meta.corrected_targets(ln, self.teacher.enhancer(fn, yn), yn)
@@ -346,7 +355,7 @@ class MetaTrainer:
     def _end_epoch(self, epoch: int, phase: str, seconds: float) -> EpochReport:
         self.sync_buffers()
         with self.watch("evaluation"):
-            preds = self.predict(self.holdout.images, self.holdout.labels)
+            preds = self.predict(self.holdout)
         truth = self.holdout.labels.numpy()
         s_acc = float((preds["student_probs"].argmax(1) == truth).mean()) if len(truth) else float("nan")
         t_acc = float((preds["teacher_probs"].argmax(1) == truth).mean()) if len(truth) else float("nan")
@@ -369,21 +378,20 @@ class MetaTrainer:
         distributed.broadcast_state_(self.student, buffers_only=True)
         distributed.broadcast_state_(self.teacher, buffers_only=True)
 
-    def predict_sharded(self, images: Tensor, labels: Tensor) -> dict:
+    def predict_sharded(self, data: TensorSet) -> dict:
         """`predict` with each rank scoring its contiguous share of the rows, gathered on every rank."""
-        rows = distributed.shard(len(labels), self.world.size, self.world.rank)
-        mine = self.predict(images[rows.start: rows.stop], labels[rows.start: rows.stop])
+        mine = self.predict(data.part(distributed.shard(len(data), self.world.size, self.world.rank)))
         parts = distributed.gather_objects(mine)
         return {key: np.concatenate([part[key] for part in parts]) for key in mine}
 
     @torch.no_grad()
-    def predict(self, images: Tensor, labels: Tensor, batch_size: int = 512) -> dict:
-        """Eval-mode pass: teacher and student probabilities, the enhancer's retain weight for `labels`."""
+    def predict(self, data: TensorSet, batch_size: int = 512) -> dict:
+        """Eval-mode pass: teacher and student probabilities, the enhancer's retain weight for the set's labels."""
         self.student.eval(), self.teacher.eval()
         out: dict[str, list[Tensor]] = {"teacher_logits": [], "student_logits": [], "retain": []}
-        for idx in ordered_batches(len(labels), batch_size):
-            x = self.eval_batches(images[idx], train=False)
-            y = labels[idx].to(self.device)
+        for idx in ordered_batches(len(data), batch_size):
+            x = self.eval_batches(data.take(idx), train=False)
+            y = data.labels[idx].to(self.device)
             features, logits = self.teacher.classifier.features_and_logits(x)
             out["teacher_logits"].append(logits.float().cpu())
             out["retain"].append(self.teacher.enhancer(features, y).float().cpu())

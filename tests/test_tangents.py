@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from emlc_cli import meta, tangents
 from emlc_cli.models import FeatureMLP, build_classifier

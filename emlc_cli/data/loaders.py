@@ -13,13 +13,26 @@ STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class TensorSet:
-    """Decoded images (uint8, N x 3 x S x S, on the device) and their labels."""
+    """Labelled rows of the decoded cache: row i is images[rows[i]] (images[i] when rows is None).
+
+    `images` is the whole cache (uint8 N x 3 x S x S, or float features N x D), shared by every set, on the
+    device, in host memory or memory-mapped; sets hold indices, never copies."""
 
     images: Tensor
     labels: Tensor
+    rows: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def take(self, idx: Tensor) -> Tensor:
+        """The cache rows of batch `idx` (positions in this set)."""
+        return self.images[idx if self.rows is None else self.rows[idx]]
+
+    def part(self, positions: range) -> "TensorSet":
+        """A contiguous slice of this set, still sharing the cache."""
+        rows = torch.arange(len(self)) if self.rows is None else self.rows
+        return TensorSet(self.images, self.labels[positions.start: positions.stop], rows[positions.start: positions.stop])
 
 
 class BatchMaker:

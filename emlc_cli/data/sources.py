@@ -128,14 +128,14 @@ def check_inside(root: Path, relpath: str, source: Path, row: int) -> Path:
     return full
 
 
-def decode_images(data: LabeledImages, size: int, workers: int = 0,
-                  rows: range | None = None) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    """Decode every item of `rows` (default: all) once: uint8 [n, 3, size, size] for images, float32 [n, D] for
-    feature vectors. Unreadable images come back listed as (dataset index, reason)."""
+def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range | None = None,
+                  out: torch.Tensor | None = None) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Decode every item of `rows` (default: all) once: uint8 [n, 3, size, size] for images (into `out` when
+    given), float32 [n, D] for feature vectors. Unreadable images come back listed as (dataset index, reason)."""
     rows = range(len(data)) if rows is None else rows
     if data.features is not None:
         return torch.as_tensor(np.asarray(data.features[rows.start: rows.stop], dtype=np.float32)), []
-    out = torch.zeros((len(rows), 3, size, size), dtype=torch.uint8)
+    out = torch.zeros((len(rows), 3, size, size), dtype=torch.uint8) if out is None else out
     bad: list[tuple[int, str]] = []
 
     def work(i: int) -> None:
