@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--methods", default="emlc,cleanlab,plain,clean_only")
     ap.add_argument("--json", type=Path)
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     recipe = load_recipe(args.recipe, args.overrides)
     classes, paths, images, given, truth, is_clean, test_images, test_labels = load_task(args.cifar, args.task, recipe.data.image_size)
     noisy = ~is_clean

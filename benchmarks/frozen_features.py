@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--verified", type=int, default=1000)
     ap.add_argument("--recipe", default="features")
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     root = Path(tempfile.mkdtemp(prefix="emlc_features_"))
     write_task(root, args.images, args.dim, args.classes, args.noise, args.verified)
     command = [sys.executable, "-m", "emlc_cli", "clean", str(root / "features.npy"), "--labels", str(root / "labels.csv"),

@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="quick")
     ap.add_argument("--json", type=Path)
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     work = Path(tempfile.mkdtemp(prefix="emlc_scaling_"))
     rows = [run_size(args.cifar, int(n), args.recipe, args.overrides, work) for n in args.sizes.split(",")]
     first = rows[0]

@@ -10,6 +10,7 @@ at a time, so no rank ever holds a second full copy.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -85,5 +86,14 @@ def _decode_into(cache: Tensor, ds: LabeledImages, size: int, workers: int) -> l
     world = distributed.world()
     mine = distributed.shard(len(ds), world.size, world.rank)
     _, bad = decode_images(ds, size, workers, mine, out=cache[mine.start: mine.stop])
+    _release_freed_heap()
     distributed.share_shards_(cache)
     return sorted(item for part in distributed.gather_objects(bad) for item in part)
+
+
+def _release_freed_heap() -> None:
+    """Decoder threads leave freed buffers in glibc's per-thread arenas; hand them back before training."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
