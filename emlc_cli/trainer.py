@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emlc_cli import distributed, meta, tangents
-from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet, ordered_batches
+from emlc_cli import distributed, meta, prediction, tangents
+from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet
 from emlc_cli.errors import OutputError, RecipeError, TrainingError
 from emlc_cli.models import build_classifier, build_teacher
 from emlc_cli.recipe import Recipe
@@ -384,26 +384,13 @@ class MetaTrainer:
         parts = distributed.gather_objects(mine)
         return {key: np.concatenate([part[key] for part in parts]) for key in mine}
 
-    @torch.no_grad()
     def predict(self, data: TensorSet, batch_size: int = 512) -> dict:
         """Eval-mode pass: teacher and student probabilities, the enhancer's retain weight for the set's labels."""
         self.student.eval(), self.teacher.eval()
-        out: dict[str, list[Tensor]] = {"teacher_logits": [], "student_logits": [], "retain": []}
-        for idx in ordered_batches(len(data), batch_size):
-            x = self.eval_batches(data.take(idx), train=False)
-            y = data.labels[idx].to(self.device)
-            features, logits = self.teacher.classifier.features_and_logits(x)
-            out["teacher_logits"].append(logits.float().cpu())
-            out["retain"].append(self.teacher.enhancer(features, y).float().cpu())
-            out["student_logits"].append(self.student(x).float().cpu())
-        self.student.train(), self.teacher.train()
-        cat = {k: (torch.cat(v) if v else torch.zeros(0, self.num_classes)) for k, v in out.items()}
-        return {
-            "teacher_logits": cat["teacher_logits"].numpy(), "student_logits": cat["student_logits"].numpy(),
-            "teacher_probs": cat["teacher_logits"].softmax(-1).numpy(),
-            "student_probs": cat["student_logits"].softmax(-1).numpy(),
-            "retain": cat["retain"].reshape(-1).numpy(),
-        }
+        try:
+            return prediction.predict(self.student, self.teacher, self.eval_batches, data, self.num_classes, batch_size)
+        finally:
+            self.student.train(), self.teacher.train()
 
     def state(self) -> dict:
         return {"student": copy.deepcopy(self.student.state_dict()), "teacher": copy.deepcopy(self.teacher.state_dict())}
