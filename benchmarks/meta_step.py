@@ -105,13 +105,14 @@ def breakdown(trainer: MetaTrainer, xn, yn, xc, yc, device: torch.device, repeat
     return parts
 
 
-def measure(backbone: str, width: int, size: int, ks: list[int], rounds: int, repeats: int, device: torch.device) -> dict:
-    configs = {"paper": False, "recipe": True}
+def measure(backbone: str, width: int, size: int, ks: list[int], rounds: int, repeats: int, device: torch.device,
+            names: tuple[str, ...] = ("paper", "recipe")) -> dict:
+    configs = {name: mix for name, mix in {"paper": False, "recipe": True}.items() if name in names}
     trainers = {(c, k): make_trainer(backbone, k, width, size, mix, device) for c, mix in configs.items() for k in ks}
     rows: dict[str, list[float]] = {"plain": []}
     parts: dict[str, list[float]] = {}
     for _ in range(rounds):
-        first = trainers[("paper", ks[0])]
+        first = next(iter(trainers.values()))
         xn, yn, xc, yc = batches(first)
         rows["plain"].append(timed(lambda: plain_step(first, xn[:64], yn[:64]), device, repeats))
         for (config, k), trainer in trainers.items():
@@ -134,7 +135,7 @@ def print_result(result: dict) -> None:
     r, b = result["ratio_to_plain"], result["breakdown_ratio_to_plain"]
     print(f"{result['model']}@{result['image_size']} {result['device']} threads={result['threads']} "
           f"plain={result['seconds']['plain'] * 1000:.1f} ms", flush=True)
-    for config in ("paper", "recipe"):
+    for config in dict.fromkeys(k.split("_k")[0] for k in r):
         steps = " ".join(f"K={k.split('_k')[1]}: {v:.2f}x" for k, v in r.items() if k.startswith(config))
         parts = " ".join(f"{k.split(':')[1]}={v:.2f}x" for k, v in b.items() if k.startswith(config))
         print(f"  {config:<6} {steps} | one-step parts: {parts}", flush=True)
@@ -148,6 +149,7 @@ def main() -> None:
     ap.add_argument("--ks", default="1,2,5,10")
     ap.add_argument("--models", default="small_cnn:32,resnet18", help="name[:width][@image_size], comma-separated")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--configs", default="paper,recipe")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.threads:
@@ -158,7 +160,8 @@ def main() -> None:
     for spec in args.models.split(","):
         spec, _, size = spec.partition("@")
         name, _, width = spec.partition(":")
-        results.append(measure(name, int(width or 16), int(size or 32), ks, args.rounds, args.repeats, device))
+        results.append(measure(name, int(width or 16), int(size or 32), ks, args.rounds, args.repeats, device,
+                               tuple(args.configs.split(","))))
         print_result(results[-1])
     if args.json:
         with open(args.json, "w") as handle:

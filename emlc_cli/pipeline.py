@@ -183,6 +183,7 @@ def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Pr
         _finetune(trainer, inputs.images, inputs.noisy_idx, result, recipe, emit)
     summary = _summary(prepared, result, trainer, inputs.skipped, recipe, trainer.device, train_seconds, inputs.noisy_idx)
     summary["finetune_kept"] = trainer.finetune_kept
+    summary["finetune_holdout_accuracy"] = trainer.finetune_holdout
     summary["processes"] = {"count": trainer.world.size, "backend": trainer.world.backend or None,
                             "max_weight_difference": _max_weight_difference(trainer)}
     with watch("outputs"):

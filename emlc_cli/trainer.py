@@ -104,6 +104,7 @@ class MetaTrainer:
         self.epoch, self.step = 0, 0  # where run() starts: the next step to take
         self.stop_requested = False
         self.finetune_kept: bool | None = None  # None: no fine-tune ran
+        self.finetune_holdout: tuple[float, float] | None = None  # holdout accuracy before, after
         self.watch = Stopwatch()  # batches, warmup_steps, meta_steps, finetune_steps, evaluation, checkpoints
 
     def _check_batch_sizes(self) -> None:
@@ -212,7 +213,9 @@ class MetaTrainer:
 
     def finetune(self, data: TensorSet, epochs: int) -> Iterator[StepReport]:
         """The student's last pass: cross-entropy on the final corrected labels (hard), at a tenth of the
-        student's learning rate, cosine to zero. Kept only if the verified holdout does not get worse."""
+        student's learning rate, cosine to zero. Kept unless the verified holdout gets worse by more than its
+        standard error: the student it replaces is the epoch that holdout picked as best, so its score there is
+        optimistic, and a strict `>=` would reject fine-tunes that do not hurt."""
         before, baseline = copy.deepcopy(self.student.state_dict()), self._holdout_student_accuracy()
         sampler = ShuffledSampler(len(data), self.recipe.train.batch_size, endless=True)
         steps, started = epochs * self.steps_per_epoch, time.perf_counter()
@@ -228,7 +231,9 @@ class MetaTrainer:
             yield StepReport(step // self.steps_per_epoch, epochs, step % self.steps_per_epoch + 1, self.steps_per_epoch,
                              "finetune", loss, 0.0, rate)
         distributed.broadcast_state_(self.student, buffers_only=True)
-        self.finetune_kept = self._holdout_student_accuracy() >= baseline
+        after, n = self._holdout_student_accuracy(), max(1, len(self.holdout))
+        self.finetune_kept = after >= baseline - math.sqrt(baseline * (1 - baseline) / n)
+        self.finetune_holdout = (baseline, after)
         if not self.finetune_kept:
             self.student.load_state_dict(before)
 
