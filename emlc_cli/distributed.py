@@ -250,6 +250,15 @@ def command_args(command: str, argv: list[str]) -> list[str]:
     return kept
 
 
+def check_nproc(nproc: int, device: str) -> None:
+    """One process per GPU: more processes than GPUs is an error unless the run is on the CPU."""
+    if device.strip().lower() == "cpu" or not torch.cuda.is_available():
+        return
+    if nproc > torch.cuda.device_count():
+        raise UsageError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         "use at most that many, or --device cpu")
+
+
 def launch(nproc: int, command_args: list[str]) -> int:
     """Run `emlc <command_args>` as `torchrun --standalone --nproc-per-node nproc` on this machine; the exit
     code is the workers' (2 for a user error, 130 when interrupted), and rank 0 has already printed why.

@@ -83,3 +83,14 @@ def test_nproc_passes_the_rest_of_the_command_line():
 def test_shards_cover_every_row_once(total, size):
     rows = [i for rank in range(size) for i in shard(total, size, rank)]
     assert rows == list(range(total))
+
+
+def test_nproc_beyond_the_gpus_is_refused(monkeypatch):
+    from emlc_cli.distributed import check_nproc
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UsageError, match="1 CUDA device"):
+        check_nproc(2, "auto")
+    check_nproc(2, "cpu")  # CPU shares: any count
+    check_nproc(1, "cuda")

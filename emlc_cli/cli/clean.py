@@ -41,6 +41,7 @@ def clean_command(
     from emlc_cli.recipe import dump_recipe, load_recipe
 
     if nproc > 1 and not distributed.launched() and not dry_run:
+        distributed.check_nproc(nproc, device)
         raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
     quiet = quiet or not distributed.is_main_process()
 
