@@ -158,19 +158,6 @@ def broadcast_object(obj: T) -> T:
     return box[0]
 
 
-def gather_rows(rows: Tensor, total: int) -> Tensor:
-    """Concatenate each rank's contiguous shard (see `shard`) of a [total, ...] tensor, on every rank."""
-    w = world()
-    if not w.distributed:
-        return rows
-    width = -(-total // w.size)
-    padded = rows.new_zeros((width, *rows.shape[1:]), device=_comm_device())
-    padded[: len(rows)] = rows
-    parts = [torch.empty_like(padded) for _ in range(w.size)]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[: len(shard(total, w.size, r))].to(rows.device) for r, part in enumerate(parts)])
-
-
 def share_shards_(rows: Tensor) -> None:
     """`rows` [total, ...] holds this rank's shard (see `shard`); fill in every other rank's, in place, one
     shard at a time (no second full-size buffer: the tensor may be a memory-mapped file)."""

@@ -32,24 +32,20 @@ def embed(backbone: nn.Module, images: Tensor, device: torch.device, batch_size:
     """float32 [N, D] features of uint8 images (the network's eval-mode penultimate layer). Under torchrun each
     rank embeds its share and every rank gets all rows."""
     world, started = distributed.world(), time.perf_counter()
-    rows = distributed.shard(len(images), world.size, world.rank)
-    mine = images[rows.start: rows.stop]
     batches = BatchMaker(device, "none", channels_last=device.type == "cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    parts = []
-    for idx in ordered_batches(len(mine), batch_size):
+
+    def forward(rows: Tensor) -> Tensor:
         with autocast:
-            parts.append(backbone(batches(mine[idx], train=False)).float().flatten(1).cpu())
-    features = torch.cat(parts) if parts else torch.zeros(0, _width(backbone, images, device))
-    features = distributed.gather_rows(features, len(images))
+            return backbone(batches(rows, train=False)).float().flatten(1).cpu()
+
+    features = torch.zeros(len(images), forward(images[:1]).shape[1])
+    mine = distributed.shard(len(images), world.size, world.rank)
+    for idx in ordered_batches(len(mine), batch_size):
+        features[mine.start + idx] = forward(images[mine.start + idx])
+    distributed.share_shards_(features)
     log.info("embedded %d images in %.1fs (%d-d features)", len(images), time.perf_counter() - started, features.shape[1])
     return features
-
-
-def _width(backbone: nn.Module, images: Tensor, device: torch.device) -> int:
-    probe = BatchMaker(device, "none", channels_last=False)(images[:1] if len(images) else
-                                                            torch.zeros(1, 3, 32, 32, dtype=torch.uint8), train=False)
-    return int(backbone(probe).flatten(1).shape[1])
 
 
 class FrozenFeatures(nn.Module):

@@ -197,9 +197,8 @@ class MetaTrainer:
         while self.step < self.steps_per_epoch and not self._agreed_stop():
             with self.watch("batches"):
                 noisy_idx = self._mine(self.noisy_sampler.next(self.shuffle_generator))
-                clean_idx = self._mine(self.clean_sampler.next(self.shuffle_generator))
                 xn, yn = self._batch(self.noisy, noisy_idx), self.noisy.labels[noisy_idx].to(self.device)
-                xc, yc = self._batch(self.clean, clean_idx), self.clean.labels[clean_idx].to(self.device)
+                xc, yc = self._clean_batch()
             eta = self._set_lrs(self.epoch * self.steps_per_epoch + self.step)
             with self.watch(f"{phase}_steps"):
                 if phase == "warmup":

@@ -26,7 +26,6 @@ from emlc_cli import distributed
 from emlc_cli.data.sources import LabeledImages, decode_images
 
 log = logging.getLogger(__name__)
-PLACEMENTS = ("auto", "device", "memory", "mmap")
 
 
 def placement(mode: str, nbytes: int, device: torch.device) -> str:
