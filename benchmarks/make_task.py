@@ -33,7 +33,6 @@ def main() -> None:
         given = noise.symmetric(truth, len(train.classes), args.rate, args.seed)
     else:
         given = noise.asymmetric(truth, train.classes, args.rate, seed=args.seed)
-    clean = pick[: args.clean]
     given[: args.clean] = truth[: args.clean]  # verified rows keep their true label as given label
     args.out.mkdir(parents=True, exist_ok=True)
     paths = [train.paths[i] for i in pick]

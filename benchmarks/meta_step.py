@@ -6,7 +6,9 @@
 
 Per noisy batch of 64 (32 px unless `@size`; verified batch 64): the median time of a plain CE step
 (forward, backward, SGD) and of MetaTrainer.meta_step with K = 1, 2, 5, 10, as ratios to the plain step. A K-step
-meta update consumes K noisy batches of 64 (its K chunks) and is divided by K. Two configurations:
+meta update consumes K noisy batches of 64 (its K chunks) and is divided by K. "paired" is the median over rounds
+of each round's meta time / that round's plain time, which a machine whose speed drifts between rounds
+disturbs less than the ratio of the two medians. Two configurations:
 `paper` (the student steps on the noisy batch only, as in the published code) and `recipe` (emlc's recipes:
 half of the verified batch is mixed into each student step, `meta.mix_clean`). A breakdown of one-step EMLC
 times its parts in isolation: teacher forward+backward (backbone on noisy+verified, enhancer), teacher optimiser
@@ -25,8 +27,9 @@ import torch.nn.functional as F
 
 from emlc_cli import meta
 from emlc_cli.data.loaders import TensorSet
+from emlc_cli.models import batch_stats_only
 from emlc_cli.recipe import load_recipe
-from emlc_cli.trainer import MetaTrainer, batch_stats_only
+from emlc_cli.trainer import MetaTrainer
 
 
 def make_trainer(backbone: str, k: int, width: int, size: int, mix_clean: bool, device: torch.device) -> MetaTrainer:
@@ -106,7 +109,7 @@ def breakdown(trainer: MetaTrainer, xn, yn, xc, yc, device: torch.device, repeat
 
 
 def measure(backbone: str, width: int, size: int, ks: list[int], rounds: int, repeats: int, device: torch.device,
-            names: tuple[str, ...] = ("paper", "recipe")) -> dict:
+            names: tuple[str, ...] = ("paper", "recipe"), parts_too: bool = True) -> dict:
     configs = {name: mix for name, mix in {"paper": False, "recipe": True}.items() if name in names}
     trainers = {(c, k): make_trainer(backbone, k, width, size, mix, device) for c, mix in configs.items() for k in ks}
     rows: dict[str, list[float]] = {"plain": []}
@@ -120,23 +123,25 @@ def measure(backbone: str, width: int, size: int, ks: list[int], rounds: int, re
             rows.setdefault(f"{config}_k{k}", []).append(timed(lambda: trainer.meta_step(xk, yk, xc, yc, 0.05), device, repeats) / k)
         for config in configs:
             one = trainers.get((config, 1))
-            if one is not None:
+            if one is not None and parts_too:
                 xn1, yn1, _, _ = batches(one)
                 for name, value in breakdown(one, xn1, yn1, xc, yc, device, repeats).items():
                     parts.setdefault(f"{config}:{name}", []).append(value)
     med = {k: statistics.median(v) for k, v in rows.items()}
     return {"model": backbone, "image_size": size, "device": str(device), "threads": torch.get_num_threads(),
             "seconds": med, "ratio_to_plain": {k: v / med["plain"] for k, v in med.items() if k != "plain"},
+            "paired_ratio_to_plain": {k: statistics.median(m / p for m, p in zip(v, rows["plain"]))
+                                      for k, v in rows.items() if k != "plain"},
             "breakdown_ratio_to_plain": {k: statistics.median(v) / med["plain"] for k, v in parts.items()},
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
 def print_result(result: dict) -> None:
-    r, b = result["ratio_to_plain"], result["breakdown_ratio_to_plain"]
+    r, b, paired = result["ratio_to_plain"], result["breakdown_ratio_to_plain"], result["paired_ratio_to_plain"]
     print(f"{result['model']}@{result['image_size']} {result['device']} threads={result['threads']} "
           f"plain={result['seconds']['plain'] * 1000:.1f} ms", flush=True)
     for config in dict.fromkeys(k.split("_k")[0] for k in r):
-        steps = " ".join(f"K={k.split('_k')[1]}: {v:.2f}x" for k, v in r.items() if k.startswith(config))
+        steps = " ".join(f"K={k.split('_k')[1]}: {v:.2f}x (paired {paired[k]:.2f}x)" for k, v in r.items() if k.startswith(config))
         parts = " ".join(f"{k.split(':')[1]}={v:.2f}x" for k, v in b.items() if k.startswith(config))
         print(f"  {config:<6} {steps} | one-step parts: {parts}", flush=True)
 
@@ -150,6 +155,7 @@ def main() -> None:
     ap.add_argument("--models", default="small_cnn:32,resnet18", help="name[:width][@image_size], comma-separated")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--configs", default="paper,recipe")
+    ap.add_argument("--no-breakdown", action="store_true", help="time the whole steps only (more rounds per minute)")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.threads:
@@ -161,7 +167,7 @@ def main() -> None:
         spec, _, size = spec.partition("@")
         name, _, width = spec.partition(":")
         results.append(measure(name, int(width or 16), int(size or 32), ks, args.rounds, args.repeats, device,
-                               tuple(args.configs.split(","))))
+                               tuple(args.configs.split(",")), not args.no_breakdown))
         print_result(results[-1])
     if args.json:
         with open(args.json, "w") as handle:

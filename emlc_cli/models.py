@@ -1,8 +1,10 @@
 """Networks: a closed backbone registry, the teacher (backbone + classifier + enhancer) and the student."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +13,19 @@ from emlc_cli.errors import RecipeError
 
 log = logging.getLogger(__name__)
 RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+@contextlib.contextmanager
+def batch_stats_only(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm on batch statistics without touching the running statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
 
 
 class SmallCNN(nn.Module):

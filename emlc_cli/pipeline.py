@@ -27,9 +27,10 @@ from emlc_cli.models import validate_backbone
 from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, NoOutputs, RunDir, check_out_dir,
                               load_training_state, staging_path)
 from emlc_cli.recipe import Recipe, dump_recipe, recipe_from_dict
+from emlc_cli.reports import EpochReport
 from emlc_cli.runtime import pick_device, seed_everything
 from emlc_cli.timing import Stopwatch
-from emlc_cli.trainer import EpochReport, MetaTrainer
+from emlc_cli.trainer import MetaTrainer
 
 log = logging.getLogger(__name__)
 Event = Callable[[Any], None]

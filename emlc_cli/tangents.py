@@ -143,7 +143,8 @@ def _walk(nodes: list[Node], recorded: Iterator[Tensor], t: Tensor | None, param
             main = _walk(node.main, recorded, t, params, tangent)
             skip = _walk(node.skip, recorded, t, params, tangent) if node.skip else t
             summed = main if skip is None else skip if main is None else main + skip
-            t = None if summed is None else summed * (next(recorded) > 0)
+            # summed is a fresh tensor: mask it in place (a bool * float product would copy the mask to float)
+            t = None if summed is None else summed.masked_fill_(next(recorded) <= 0, 0.0)
             continue
         prefix, layer = node
         t = _layer_tangent(layer, next(recorded), t, _under(params, prefix), _under(tangent, prefix))
@@ -178,7 +179,7 @@ def _layer_tangent(layer: nn.Module, x: Tensor, t: Tensor | None, p: Params, g: 
     if isinstance(layer, nn.Dropout):  # x is the recorded output: zero where dropped, input / (1 - p) elsewhere
         return t * (x != 0).to(t.dtype) / (1 - layer.p) if layer.training and layer.p > 0 else t
     if isinstance(layer, nn.ReLU):
-        return t * (x > 0)
+        return t.masked_fill(x <= 0, 0.0)
     if isinstance(layer, nn.MaxPool2d):
         _, index = F.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, 1, False, return_indices=True)
         return t.flatten(2).gather(2, index.flatten(2)).view(index.shape)

@@ -7,7 +7,6 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -18,49 +17,14 @@ from torch import Tensor, nn
 from emlc_cli import distributed, meta, prediction, tangents
 from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet
 from emlc_cli.errors import OutputError, RecipeError, TrainingError
-from emlc_cli.models import build_classifier, build_teacher
+from emlc_cli.models import batch_stats_only, build_classifier, build_teacher
 from emlc_cli.recipe import Recipe
+from emlc_cli.reports import EpochReport, StepReport
 from emlc_cli.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 # torch.func's first forward-mode call goes through a deprecated torch.jit.script internally; not ours to fix
 warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
-
-
-@dataclass
-class StepReport:
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    phase: str
-    student_loss: float
-    teacher_loss: float
-    images_per_s: float
-
-
-@dataclass
-class EpochReport:
-    epoch: int
-    phase: str
-    student_holdout_acc: float
-    teacher_holdout_acc: float
-    score: float
-    best: bool
-    seconds: float
-
-
-@contextlib.contextmanager
-def batch_stats_only(model: nn.Module) -> Iterator[None]:
-    """Train-mode BatchNorm on batch statistics without touching the running statistics."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in norms:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.track_running_stats = True
 
 
 class MetaTrainer:

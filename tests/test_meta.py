@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emlc_cli import meta
-from emlc_cli.trainer import batch_stats_only
+from emlc_cli.models import batch_stats_only
 
 
 def tiny_model(with_norm: bool) -> nn.Module:

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from emlc_cli import meta, tangents
-from emlc_cli.models import FeatureMLP, build_classifier
-from emlc_cli.trainer import batch_stats_only
+from emlc_cli.models import FeatureMLP, batch_stats_only, build_classifier
 
 
 def float64_model(name: str, num_classes: int, small_stem: bool = True, in_features: int = 0) -> torch.nn.Module:

@@ -1,0 +1,27 @@
+"""What the training loop yields: small reports the caller turns into progress output."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class StepReport:
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    phase: str
+    student_loss: float
+    teacher_loss: float
+    images_per_s: float
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    phase: str
+    student_holdout_acc: float
+    teacher_holdout_acc: float
+    score: float
+    best: bool
+    seconds: float
