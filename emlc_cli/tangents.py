@@ -143,8 +143,7 @@ def _walk(nodes: list[Node], recorded: Iterator[Tensor], t: Tensor | None, param
             main = _walk(node.main, recorded, t, params, tangent)
             skip = _walk(node.skip, recorded, t, params, tangent) if node.skip else t
             summed = main if skip is None else skip if main is None else main + skip
-            # summed is a fresh tensor: mask it in place (a bool * float product would copy the mask to float)
-            t = None if summed is None else summed.masked_fill_(next(recorded) <= 0, 0.0)
+            t = None if summed is None else _relu_tangent(summed, next(recorded))
             continue
         prefix, layer = node
         t = _layer_tangent(layer, next(recorded), t, _under(params, prefix), _under(tangent, prefix))
@@ -179,13 +178,19 @@ def _layer_tangent(layer: nn.Module, x: Tensor, t: Tensor | None, p: Params, g: 
     if isinstance(layer, nn.Dropout):  # x is the recorded output: zero where dropped, input / (1 - p) elsewhere
         return t * (x != 0).to(t.dtype) / (1 - layer.p) if layer.training and layer.p > 0 else t
     if isinstance(layer, nn.ReLU):
-        return t.masked_fill(x <= 0, 0.0)
+        return _relu_tangent(t, x)
     if isinstance(layer, nn.MaxPool2d):
         _, index = F.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, 1, False, return_indices=True)
         return t.flatten(2).gather(2, index.flatten(2)).view(index.shape)
     if isinstance(layer, nn.AdaptiveAvgPool2d):
         return t.mean((2, 3), keepdim=True)
     return t.flatten(layer.start_dim, layer.end_dim)  # nn.Flatten
+
+
+def _relu_tangent(t: Tensor, x: Tensor) -> Tensor:
+    """t where x > 0, else 0: the kernel of ReLU's backward, one pass with no mask tensor (x may be the ReLU's
+    output, as an in-place ReLU leaves it; the sign test is the same)."""
+    return torch.ops.aten.threshold_backward(t, x, 0.0)
 
 
 def _batch_norm_tangent(layer: nn.BatchNorm2d, x: Tensor, t: Tensor, p: Params, g: Params) -> Tensor:
