@@ -376,14 +376,14 @@ class MetaTrainer:
         }
 
     def load_training_state(self, state: dict) -> None:
+        if int(state["world_size"]) != self.world.size:
+            raise OutputError(f"--resume: the run was saved by {state['world_size']} process(es); resume it with the "
+                              f"same number (now {self.world.size})")
         self.load_state(state["models"])
         self.student_opt.load_state_dict(state["student_opt"])
         self.teacher_opt.load_state_dict(state["teacher_opt"])
         self.noisy_sampler.load_state_dict(state["noisy_sampler"])
         self.clean_sampler.load_state_dict(state["clean_sampler"])
-        if int(state["world_size"]) != self.world.size:
-            raise OutputError(f"--resume: the run was saved by {state['world_size']} process(es); resume it with the "
-                              f"same number (now {self.world.size})")
         self.shuffle_generator.set_state(state["shuffle_generator"])
         self.generator.set_state(state["generator"][self.world.rank])
         torch.set_rng_state(state["torch_rng"][self.world.rank])
