@@ -73,13 +73,30 @@ class TrainingProgress:
 def clean_summary(summary: dict[str, Any], out_dir: str) -> None:
     table = Table(title="emlc clean", show_header=False)
     table.add_row("images", f"{summary['images']} ({summary['noisy']} noisy, {summary['verified']} verified)")
-    table.add_row("labels changed", f"{summary['changed']} ({summary['estimated_noise_rate']:.1%} of the noisy pool)")
+    share = summary["changed"] / max(1, summary["noisy"])
+    table.add_row("labels changed", f"{summary['changed']} ({share:.1%} of the noisy pool)")
+    estimate = summary.get("label_accuracy")
+    if estimate:
+        table.add_row("label accuracy (estimated)", label_accuracy_text(estimate))
     table.add_row("best holdout accuracy", f"{summary['best_holdout_score']:.3f}")
     if summary.get("skipped"):
         table.add_row("unreadable images skipped", str(len(summary["skipped"])))
     table.add_row("training", f"{summary['train_seconds']:.0f}s, {summary['images_per_s']:.0f} img/s on {summary['device']}")
     table.add_row("run folder", out_dir)
     out.print(table)
+    if estimate and estimate.get("too_weak"):
+        warning(too_weak_text(estimate))
+
+
+def label_accuracy_text(estimate: dict[str, Any]) -> str:
+    given, fixed = estimate["given"], estimate["corrected"]
+    return (f"given {given['estimate']:.1%} ({given['low']:.1%}-{given['high']:.1%}), corrected {fixed['estimate']:.1%} "
+            f"({fixed['low']:.1%}-{fixed['high']:.1%}); from {estimate['source']}")
+
+
+def too_weak_text(estimate: dict[str, Any]) -> str:
+    return (f"the evidence is too weak to correct: {estimate['reason']}; {estimate['changed']} labels changed. "
+            "Verify more images (start with to_verify.csv) and pass them as another --clean")
 
 
 def metrics_table(title: str, rows: dict[str, Any]) -> None:

@@ -56,3 +56,73 @@ class Interrupted(EmlcError):
 
 class UsageError(EmlcError):
     """A command-line combination that cannot work as given."""
+
+
+# Secrets (Hub tokens) held in memory: every message emlc prints or logs passes through `redact`.
+_SECRETS: set[str] = set()
+REDACTED = "***"
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that `redact` hides it (in every form: raw, stripped, escaped, quoted)."""
+    if not value or not value.strip():
+        return
+    for form in (value, value.strip()):
+        _SECRETS.update(_forms(form))
+    _SECRETS.discard("")
+    install_log_filter()
+
+
+def _forms(secret: str) -> set[str]:
+    """The ways a secret shows up in text: itself, inside str/bytes reprs, JSON, or percent-encoded."""
+    import json
+    from urllib.parse import quote
+
+    raw = secret.encode("utf-8", "backslashreplace")
+    forms = {secret, repr(secret)[1:-1], repr(raw)[2:-1], json.dumps(secret)[1:-1], quote(secret, safe=""),
+             secret.encode("unicode_escape").decode("ascii")}
+    return {f for f in forms if len(f.strip()) >= 4}
+
+
+def redact(text: object) -> str:
+    """`text` as a string with every registered secret replaced by ***."""
+    out = str(text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in out:
+            out = out.replace(secret, REDACTED)
+    return out
+
+
+def has_secret(text: object) -> bool:
+    return any(secret in str(text) for secret in _SECRETS)
+
+
+class RedactingFilter:
+    """A logging filter that rewrites each record's message with every secret redacted."""
+
+    def filter(self, record: object) -> bool:
+        try:
+            message = record.getMessage()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a malformed record: leave it to logging's own error handling
+            return True
+        if has_secret(message):
+            record.msg, record.args = redact(message), ()  # type: ignore[attr-defined]
+        exc_info = getattr(record, "exc_info", None)
+        if exc_info and exc_info[1] is not None and has_secret(repr(exc_info[1])):
+            import logging
+
+            record.exc_text = redact(logging.Formatter().formatException(exc_info))  # type: ignore[attr-defined]
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def install_log_filter() -> None:
+    """On the root logger and each of its handlers (a handler filter also sees records from child loggers)."""
+    import logging
+
+    root = logging.getLogger()
+    for target in (root, *root.handlers):
+        if _FILTER not in target.filters:
+            target.addFilter(_FILTER)

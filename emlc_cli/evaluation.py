@@ -1,6 +1,8 @@
 """`emlc evaluate`: score a run's student on labelled images, or its corrected labels against truth."""
 from __future__ import annotations
 
+import csv
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +66,12 @@ def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, An
 
 def evaluate_truth(run: Path, truth_csv: Path) -> dict[str, Any]:
     """Given vs corrected label accuracy on the rows `truth_csv` covers, and "changed" as a noise detector."""
-    rows = {row["path"]: row for row in read_corrected(run)}
+    rows = _corrected_rows(run)
     key = "path" if read_source_record(run, required=False).get("kind", "imagefolder") in FOLDER_KINDS else "id"
+    names = {row[column] for row in rows.values() for column in ("label", "corrected_label")}
     truth = {}
     for path, label, row in read_path_label_csv(truth_csv, key=key):
-        truth[Path(path).as_posix().removeprefix("./")] = label
+        truth[path] = label if label in names else label.strip()
     covered = [p for p in truth if p in rows]
     if not covered:
         raise DataError("no row matches a path of the run's corrected.csv", path=truth_csv)
@@ -83,3 +86,30 @@ def evaluate_truth(run: Path, truth_csv: Path) -> dict[str, Any]:
     result["noisy_given_accuracy"] = metrics.accuracy(given[noisy], true[noisy])
     result["noisy_corrected_accuracy"] = metrics.accuracy(corrected[noisy], true[noisy])
     return result
+
+
+CORRECTED_COLUMNS = ("path", "label", "corrected_label", "split")
+
+
+def _corrected_rows(run: Path) -> dict[str, dict[str, str]]:
+    """corrected.csv by normalised path; a file edited out of shape is one line naming it, never a KeyError."""
+    where = Path(run) / "corrected.csv"
+    try:
+        records = read_corrected(run)
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise DataError(f"not a readable CSV ({type(err).__name__}: {str(err)[:120]})", path=where) from None
+    if not records:
+        raise DataError("has no rows", path=where)
+    missing = [c for c in CORRECTED_COLUMNS if c not in records[0]]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(missing)}; expected {','.join(CORRECTED_COLUMNS)}", path=where)
+    for number, record in enumerate(records, start=2):
+        if any(record.get(c) is None for c in CORRECTED_COLUMNS):
+            raise DataError(f"expected {len(records[0])} fields", path=where, row=number)
+    return {_run_key(record["path"]): record for record in records}
+
+
+def _run_key(path: str) -> str:
+    """A run's ids as truth manifests spell them: paths posix-normalised (ids are kept as they are)."""
+    normal = posixpath.normpath(path) if path else path
+    return normal if normal and not normal.startswith("..") else path

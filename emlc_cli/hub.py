@@ -19,8 +19,8 @@ from typing import Any, Optional
 from emlc_cli import __version__
 from emlc_cli.data.hf import FOLDER_KINDS, load_source, open_dataset, read_source_record, spec_from_record
 from emlc_cli.data.sources import LabeledImages, check_inside
-from emlc_cli.errors import DataError, EmlcError, OutputError
-from emlc_cli.outputs import RunDir, check_out_dir, read_corrected
+from emlc_cli.errors import DataError, EmlcError, OutputError, redact, register_secret
+from emlc_cli.outputs import CORRECTED_COLUMNS, MARKERS, RunDir, check_out_dir, read_corrected, run_inputs
 
 log = logging.getLogger(__name__)
 MAX_SHARD_BYTES = 500 * 2**20
@@ -50,7 +50,7 @@ def cleaned_dataset(run: Path) -> tuple[Any, str, dict[str, Any]]:
     record = read_source_record(run)
     spec = spec_from_record(record)
     source = load_source(spec)
-    columns = _label_columns(source, read_corrected(run), record, Path(run))
+    columns = _label_columns(source, read_corrected(run, CORRECTED_COLUMNS), record, Path(run))
     names = ClassLabel(names=list(source.classes))
     features = Features({"label": names, "original_label": names, "label_confidence": Value("float32"),
                          "label_changed": Value("bool"), "label_verified": Value("bool")})
@@ -104,10 +104,11 @@ def write_hub_layout(run: Path, dest: Path, overwrite: bool = False) -> Publishe
     """`dest/data/{split}-NNNNN-of-NNNNN.parquet` + `dest/README.md`: what `datasets.load_dataset(dest)` reads."""
     record = read_source_record(run)
     local = None if record.get("kind") == "hub" else Path(record.get("location") or record["root"])
-    check_out_dir(Path(dest), local, overwrite)
+    check_out_dir(Path(dest), local, overwrite, protect=run_inputs(run), option="--to")
     dataset, split, record = cleaned_dataset(run)
-    with RunDir(Path(dest)) as staged:
-        shards = write_shards(dataset, staged.path / "data", split)
+    with RunDir(Path(dest), kind="export", option="--to") as staged:
+        with staged.writing(staged.path / "data"):
+            shards = write_shards(dataset, staged.path / "data", split)
         staged.write_text("README.md", dataset_card(Path(run), dataset, split, shards, record))
         final = staged.commit()
     files = ["README.md", *(f"data/{p.name}" for p in shards)]
@@ -197,6 +198,10 @@ def _summary_rows(summary: dict[str, Any]) -> list[str]:
         rows.append(f"| rows cleaned (noisy pool) | {summary['noisy']} |")
     if "estimated_noise_rate" in summary:
         rows.append(f"| estimated noise rate | {summary['estimated_noise_rate']:.1%} |")
+    estimate = summary.get("label_accuracy")
+    if isinstance(estimate, dict) and "given" in estimate and "corrected" in estimate:
+        rows.append(f"| label accuracy, estimated (given -> corrected) | {estimate['given']['estimate']:.1%} -> "
+                    f"{estimate['corrected']['estimate']:.1%} |")
     if "best_holdout_score" in summary:
         rows.append(f"| best holdout accuracy | {summary['best_holdout_score']:.3f} |")
     if summary.get("skipped"):
@@ -219,10 +224,12 @@ def resolve_token(token: Optional[str]) -> str:
     """--token, else HF_TOKEN, else the huggingface_hub login."""
     from huggingface_hub import get_token
 
-    found = token or os.environ.get("HF_TOKEN") or get_token()
-    if not found:
-        raise HubError("no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login`")
-    return found
+    for source in (lambda: token, lambda: os.environ.get("HF_TOKEN"), get_token):
+        raw = source()
+        register_secret(raw)  # every form of it, surrounding whitespace included, is redacted from messages
+        if raw and raw.strip():
+            return raw.strip()  # a token file saved on Windows ends in CR LF: never send that in a header
+    raise HubError("no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login`")
 
 
 def push_to_hub(run: Path, repo: str, private: bool = False, token: Optional[str] = None,
@@ -248,7 +255,8 @@ def _hub_error(repo: str, err: Exception, secret: str) -> HubError:
     first = (str(err).strip().splitlines() or [""])[0]
     server = getattr(err, "server_message", None)
     message = f"{first} {server}" if server and server not in first else first
-    return HubError(f"push to {repo} failed ({type(err).__name__}: {message.replace(secret, '***')[:400]})")
+    register_secret(secret)
+    return HubError(f"push to {repo} failed ({type(err).__name__}: {redact(message)[:400]})")
 
 
 def _upload(folder: Path, repo: str, secret: str, private: bool, branch: Optional[str], split: str, layout: Published) -> str:
@@ -261,7 +269,7 @@ def _upload(folder: Path, repo: str, secret: str, private: bool, branch: Optiona
     log.info("uploading %d files to %s", len(layout.files), repo)
     info = api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(folder), revision=branch,
                              commit_message=f"emlc: cleaned labels ({layout.changed} of {layout.rows} changed)",
-                             delete_patterns=[f"data/{split}-*"])
+                             delete_patterns=[f"data/{split}-*"], ignore_patterns=[f"{m}*" for m in MARKERS.values()])
     return str(getattr(info, "commit_url", None) or f"{api.endpoint}/datasets/{repo}")
 
 
@@ -272,15 +280,16 @@ def export_imagefolder(run: Path, dest: Path, overwrite: bool = False) -> Publis
         raise EmlcError(f"export --format imagefolder copies an image folder; this run read a '{record.get('kind')}' "
                         "source: use `emlc push RUN --to DIR` instead")
     root = Path(record.get("location") or record["root"])
-    check_out_dir(Path(dest), root, overwrite)
-    rows = read_corrected(run)
+    check_out_dir(Path(dest), root, overwrite, protect=run_inputs(run), option="DEST")
+    rows = read_corrected(run, CORRECTED_COLUMNS)
     nested = not record.get("labels_csv")  # class folders: drop the given class folder from the path
-    with RunDir(Path(dest)) as staged:
+    with RunDir(Path(dest), kind="export", option="DEST") as staged:
         taken: set[str] = set()
         for number, row in enumerate(rows, start=2):
             source = check_inside(root, row["path"], Path(run) / "corrected.csv", number)
             target = _export_name(row, nested, taken)
-            _link_or_copy(source, staged.path / target)
+            with staged.writing(staged.path / target):
+                _link_or_copy(source, staged.path / target)
         final = staged.commit()
     changed = sum(row["changed"] == "1" for row in rows)
     return Published(str(final), len(rows), changed, sum(row["split"] == "clean" for row in rows))

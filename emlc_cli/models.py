@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -134,6 +135,8 @@ def validate_backbone(name: str, weights: str) -> None:
     if name in ("small_cnn", "mlp"):
         if weights not in ("none", "") and not Path(weights).is_file():
             raise RecipeError(f"{name} takes 'none' or a local state-dict file, got '{weights}'", key="model.weights")
+        if weights not in ("none", ""):
+            read_state_dict(Path(weights))  # refused now, before any data is read
         return
     import torchvision
 
@@ -145,6 +148,8 @@ def validate_backbone(name: str, weights: str) -> None:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise RecipeError(f"unknown backbone '{name}'{hint}; use small_cnn or a torchvision model name", key="model.backbone")
     _resolve_weights_enum(name, weights)
+    if Path(weights).suffix in (".pt", ".pth", ".safetensors"):
+        read_state_dict(Path(weights))
 
 
 def _torchvision_model(name: str, weights: str) -> nn.Module:
@@ -189,12 +194,32 @@ def _strip_classifier(net: nn.Module, name: str) -> int:
 def _load_local_weights(net: nn.Module, weights: str) -> None:
     if weights in ("none", ""):
         return
-    path = Path(weights)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    state = read_state_dict(Path(weights))
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, ValueError) as err:  # shape mismatch, or not a name -> tensor mapping
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise RecipeError(f"{weights}: does not fit the network ({first})", key="model.weights") from None
+    log.info("loaded %s (missing %d, unexpected %d keys)", weights, len(missing), len(unexpected))
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    log.info("loaded %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """A local state dict: safetensors, or a torch file of tensors only (weights_only=True). A pickle holding
+    anything else is refused and never executed; every failure is one line naming the file."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing it
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, SafetensorError, RuntimeError (not a zip), EOFError, OSError
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        why = next((line for line in lines if line.startswith("Unsupported")), lines[0])[:160]
+        raise RecipeError(f"{path}: refused, not a tensors-only state dict ({type(err).__name__}: {why})",
+                          key="model.weights") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise RecipeError(f"{path}: not a state dict (a mapping of parameter names to tensors)", key="model.weights")
+    return state

@@ -1,21 +1,32 @@
-"""The run folder: staged in a temporary sibling folder, then moved into place in one rename."""
+"""The run folder: staged in a temporary sibling folder, then moved into place in one rename.
+
+Also the one place the output rules live: what an --out / DEST may be (never the data, never a folder that
+holds what the command reads, never a folder emlc did not write), the staging lock, and disk-full handling."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
-import torch
-from safetensors.torch import load_file, save_file
-
+from emlc_cli.disk import writing
 from emlc_cli.errors import DataError, OutputError
+from emlc_cli.locks import acquire_lock, lock_holder, lock_path, release_lock
 
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
 STATE_FILE = "training_state.pt"
 CORRECTED_COLUMNS = ["path", "label", "corrected_label", "confidence", "changed", "split"]
 TO_VERIFY_COLUMNS = ["path", "label", "corrected_label", "confidence", "reason", "priority"]
+MARKERS = {"run": ".emlc-run", "export": ".emlc-export"}  # written into every folder emlc creates
+LEGACY_RUN = ("summary.json", "corrected.csv", "source.json")  # a run folder from before the markers
+Protected = Iterable[Union[Path, tuple[Path, str], None]]
 
 
 def staging_path(out: Path) -> Path:
@@ -24,86 +35,229 @@ def staging_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
-def check_out_dir(out: Path, data_root: Path | None, overwrite: bool, resume: bool = False) -> None:
-    """Refuse an existing run folder (unless overwrite), a folder inside DATA, or an unwritable parent."""
+def check_out_dir(out: Path, data_root: Any, overwrite: bool, resume: bool = False, *, protect: Protected = (),
+                  option: str = "--out") -> None:
+    """Refuse, with one line naming why: a bad name, a path under a file, a path that is, holds or lies inside
+    DATA (or anything in `protect`), a folder another run is writing, an existing folder without --overwrite,
+    and, even with --overwrite, one emlc did not write."""
     out = Path(out)
+    target = check_out_path(out, option)
+    check_not_inputs(target, [(data_root, "the data folder"), *protect], f"{option} {out}")
     staged = staging_path(out)
+    holder = lock_holder(lock_path(out))
+    if holder is not None:
+        raise OutputError(f"{option} {out}: another emlc run (pid {holder}) is writing it ({lock_path(out)}); "
+                          f"wait for it to finish or choose another {option}")
     if resume and not (staged / STATE_FILE).is_file():
-        raise OutputError(f"--resume: no interrupted run to continue for --out {out} (expected {staged / STATE_FILE})")
-    if not resume and not overwrite and staged.exists():
-        raise OutputError(f"--out {out}: an interrupted run exists ({staged}); pass --resume to continue it or --overwrite to start over")
-    if data_root is not None:
-        try:
-            out.resolve().relative_to(Path(data_root).resolve())
-            raise OutputError(f"--out {out} lies inside the data folder {data_root}; emlc never writes into your data")
-        except ValueError:
-            pass
-    if out.exists() and not overwrite:
-        raise OutputError(f"--out {out} already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} exists and is not a folder")
-    parent = out.resolve().parent
+        raise OutputError(f"--resume: no interrupted run to continue for {option} {out} (expected {staged / STATE_FILE})")
+    if not resume and staged.exists():
+        if not overwrite:
+            raise OutputError(f"{option} {out}: an interrupted run exists ({staged}); pass --resume to continue it "
+                              "or --overwrite to start over")
+        if not _is_staging(staged):
+            raise OutputError(f"{option} {out}: {staged} exists and was not made by emlc; remove it yourself")
+    _check_existing(out, overwrite, option)
+    parent = target.parent
     while not parent.exists():
         parent = parent.parent
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"--out {out}: {parent} is not writable")
+        raise OutputError(f"{option} {out}: {parent} is not writable")
+
+
+def check_out_path(out: Path, option: str = "--out") -> Path:
+    """The resolved path, after refusing an empty name ('.', '..') and a path under a regular file."""
+    if Path(out).name in ("", ".", "..") or str(out).strip() == "":
+        raise OutputError(f"{option} '{out}': name a new folder or file (e.g. runs/NAME), not '.' or '..'")
+    target = Path(out).resolve()
+    for parent in target.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise OutputError(f"{option} {out}: {parent} is a file, not a folder")
+            break
+    return target
+
+
+def check_not_inputs(target: Path, protect: Protected, what: str) -> None:
+    """Refuse a target that is, contains or lies inside any protected path (its staging folder included)."""
+    target = Path(target).resolve()
+    staged = staging_path(target)
+    for item in protect:
+        path, name = item if isinstance(item, tuple) else (item, "an input")
+        if path is None or str(path).startswith("hf:"):
+            continue
+        guarded = Path(path).resolve()
+        if not guarded.exists():
+            continue
+        if target == guarded:
+            relation = "is"
+        elif guarded.is_relative_to(target) or guarded.is_relative_to(staged):
+            relation = "contains"
+        elif target.is_relative_to(guarded):
+            relation = "lies inside"
+        else:
+            continue
+        raise OutputError(f"{what} {relation} {name} {path}; emlc never writes into, or replaces, what it reads")
+
+
+def _check_existing(out: Path, overwrite: bool, option: str) -> None:
+    if not out.exists():
+        return
+    if not overwrite:
+        raise OutputError(f"{option} {out} already exists; pass --overwrite to replace it")
+    if not out.is_dir():
+        raise OutputError(f"{option} {out} exists and is not a folder")
+    if not is_emlc_folder(out):
+        raise OutputError(f"{option} {out} exists and is not a folder emlc wrote (no {MARKERS['run']} or "
+                          f"{MARKERS['export']} marker); --overwrite only replaces emlc's own folders: remove it "
+                          f"yourself or choose another {option}")
+
+
+def is_emlc_folder(path: Path) -> bool:
+    """A folder emlc wrote: it holds a marker, or is a run folder from before the markers, or is empty."""
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return False
+    if any((path / marker).is_file() for marker in MARKERS.values()):
+        return True
+    if all((path / name).is_file() for name in LEGACY_RUN):
+        return True
+    return not any(path.iterdir())
+
+
+def _is_staging(staged: Path) -> bool:
+    return is_emlc_folder(staged) or (staged / STATE_FILE).is_file()
+
+
+def run_inputs(run: Path) -> list[tuple[Path, str]]:
+    """What a command reading `run` must never write into or replace: the run folder and its data (source.json)."""
+    protected: list[tuple[Path, str]] = [(Path(run), "the run folder")]
+    return protected + data_paths(run)
+
+
+def data_paths(run: Path) -> list[tuple[Path, str]]:
+    """The run's data root, location and labels file, from RUN/source.json (none if it cannot be read)."""
+    try:
+        record = json.loads((Path(run) / "source.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(record, dict):
+        return []
+    names = (("root", "the data folder"), ("location", "the data"), ("labels_csv", "the labels file"))
+    return [(Path(record[key]), name) for key, name in names
+            if isinstance(record.get(key), str) and record[key] and not record[key].startswith("hf:")]
+
+
+def check_file_target(target: Path, run: Path, option: str, ours: Any) -> None:
+    """A file a command writes (review --out / --png): never inside the run's data, never under a file, and
+    an existing file is replaced only when `ours(path)` recognises it as one emlc wrote."""
+    resolved = check_out_path(Path(target), option)
+    check_not_inputs(resolved, data_paths(run), f"{option} {target}")
+    if resolved.is_file() and not ours(resolved):
+        raise OutputError(f"{option} {target} exists and was not written by emlc; remove it or choose another name")
 
 
 class RunDir:
     """Write files into the staging folder; `commit()` renames it to `final` in one step.
 
-    The staging folder also holds the resumable training state. On an error it is removed, unless a
-    training state was saved in it (then --resume can continue from the last good checkpoint).
+    The staging folder is locked (`.NAME.partial.lock`) while this object lives, and marked as emlc's
+    (`.emlc-run`, or `.emlc-export` for `kind="export"`). On an error everything this run wrote is removed,
+    except a complete training state (then --resume continues from the last good checkpoint).
     """
 
-    def __init__(self, final: Path, resume: bool = False) -> None:
-        self.final = Path(final)
+    def __init__(self, final: Path, resume: bool = False, *, kind: str = "run", option: str = "--out") -> None:
+        self.final, self.option = Path(final), option
         self.path = staging_path(self.final)
-        if not resume and self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        check_out_path(self.final, option)
+        self.lock = acquire_lock(self.final, option)
+        try:
+            with writing(self.path):
+                if not resume and self.path.exists():
+                    shutil.rmtree(self.path)
+                self.path.mkdir(parents=True, exist_ok=True)
+                marker = self.path / MARKERS["export" if kind == "export" else "run"]
+                self._write(marker, lambda h: h.write(json.dumps({"written_by": "emlc", "kind": kind}) + "\n"))
+        except BaseException:
+            release_lock(self.lock)
+            raise
 
     def __enter__(self) -> "RunDir":
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None and not (self.path / STATE_FILE).exists():
+        try:
+            if exc_type is not None:
+                self._discard()
+        finally:
+            release_lock(self.lock)
+
+    def _discard(self) -> None:
+        """Remove what this run wrote; a complete training state (and the marker) stays for --resume."""
+        if not (self.path / STATE_FILE).is_file():
             shutil.rmtree(self.path, ignore_errors=True)
+            return
+        keep = {STATE_FILE, *MARKERS.values()}
+        for entry in self.path.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+    def _hint(self) -> str:
+        if (self.path / STATE_FILE).is_file():
+            return f"; the last complete training state is kept in {self.path}: free some space and rerun with --resume"
+        return ""
+
+    def writing(self, target: Path) -> contextlib.AbstractContextManager[None]:
+        """For callers that write into `self.path` themselves: a full disk becomes one OutputError line."""
+        return writing(target, self._hint())
+
+    def _write(self, target: Path, fill: Any, newline: Optional[str] = None) -> Path:
+        with writing(target, self._hint()):
+            with open(target, "w", encoding="utf-8", newline=newline) as handle:
+                fill(handle)
+        return target
 
     def save_state(self, state: dict[str, Any]) -> None:
-        """Atomic: a crash mid-write leaves the previous state in place."""
+        """Atomic: a crash or a full disk mid-write leaves the previous state in place."""
+        import torch
+
         target = self.path / STATE_FILE
         partial = target.with_suffix(".tmp")
-        torch.save(state, partial)
-        os.replace(partial, target)
+        try:
+            with writing(target, self._hint()):
+                torch.save(state, partial)
+                os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def load_state(self) -> dict[str, Any]:
         return load_training_state(self.path / STATE_FILE)
 
     def write_json(self, name: str, data: Any) -> Path:
-        target = self.path / name
-        target.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-        return target
+        text = json.dumps(data, indent=2, default=_jsonable) + "\n"
+        return self._write(self.path / name, lambda h: h.write(text))
 
     def write_text(self, name: str, text: str) -> Path:
-        target = self.path / name
-        target.write_text(text, encoding="utf-8")
-        return target
+        return self._write(self.path / name, lambda h: h.write(text))
 
     def write_csv(self, name: str, columns: list[str], rows: list[list[Any]]) -> Path:
-        target = self.path / name
-        with target.open("w", newline="", encoding="utf-8") as handle:
+        def fill(handle: Any) -> None:
             writer = csv.writer(handle)
             writer.writerow(columns)
             writer.writerows(rows)
-        return target
 
-    def write_model(self, stem: str, module: torch.nn.Module, config: dict[str, Any]) -> None:
+        return self._write(self.path / name, fill, newline="")
+
+    def write_model(self, stem: str, module: "torch.nn.Module", config: dict[str, Any]) -> None:
+        from safetensors.torch import save_file
+
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        save_file(state, str(self.path / f"{stem}.safetensors"))
+        target = self.path / f"{stem}.safetensors"
+        with writing(target, self._hint()):
+            save_file(state, str(target))
         self.write_json(f"{stem}.json", config)
 
     def commit(self) -> Path:
+        if self.final.exists() and not is_emlc_folder(self.final):  # checked before the run, and again here
+            raise OutputError(f"{self.option} {self.final} exists and is not a folder emlc wrote; it was left untouched")
         (self.path / STATE_FILE).unlink(missing_ok=True)
         old = None
         if self.final.exists():
@@ -115,20 +269,62 @@ class RunDir:
         return self.final
 
 
-def load_model_files(run: Path, stem: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read `stem.safetensors` + `stem.json` from a run folder."""
-    weights, config = Path(run) / f"{stem}.safetensors", Path(run) / f"{stem}.json"
-    for f in (weights, config):
+def load_model_files(run: Path, stem: str) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+    """Read `stem.safetensors` + `stem.json` from a run folder; a tampered or foreign file is one DataError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, config_file = Path(run) / f"{stem}.safetensors", Path(run) / f"{stem}.json"
+    for f in (weights, config_file):
         if not f.is_file():
             raise DataError("not found; is this an emlc run folder?", path=f)
     try:
-        return load_file(str(weights)), json.loads(config.read_text(encoding="utf-8"))
+        config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read checkpoint: {err}", path=weights) from None
+        raise DataError(f"cannot read JSON: {err}", path=config_file) from None
+    try:
+        state = load_file(str(weights))
+    except (OSError, ValueError, SafetensorError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"not a safetensors checkpoint ({first[:160]}); nothing in it was run", path=weights) from None
+    check_model_config(config, state, config_file)
+    return state, config
+
+
+MODEL_KEYS = {"architecture": str, "num_classes": int, "classes": list, "width": int, "small_stem": bool,
+              "input_size": int}
+
+
+def check_model_config(config: Any, state: dict[str, Any], path: Path) -> None:
+    """The keys and types a model is rebuilt from, and a class count that matches the weights."""
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object", path=path)
+    for key, kind in MODEL_KEYS.items():
+        value = config.get(key)
+        if value is None:
+            raise DataError(f"key '{key}' is missing", path=path)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 1)) or value == "":
+            raise DataError(f"key '{key}' must be {'a positive integer' if kind is int else 'a ' + kind.__name__}, "
+                            f"got {value!r:.60}", path=path)
+    classes, count = config["classes"], config["num_classes"]
+    if len(classes) != count or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"key 'classes' must list {count} class names (num_classes), got {len(classes)}", path=path)
+    if not isinstance(config.get("in_features", 0), int) or isinstance(config.get("in_features"), bool):
+        raise DataError("key 'in_features' must be an integer", path=path)
+    frozen = config.get("frozen_backbone")
+    if frozen is not None and not (isinstance(frozen, dict) and isinstance(frozen.get("architecture"), str)
+                                   and isinstance(frozen.get("small_stem"), bool)):
+        raise DataError("key 'frozen_backbone' must hold 'architecture' and 'small_stem'", path=path)
+    heads = sorted((k for k in state if k == "head.bias" or k.endswith(".head.bias")), key=len)
+    if heads and tuple(state[heads[0]].shape) != (count,):
+        raise DataError(f"key 'num_classes' is {count} but the weights' {heads[0]} has {tuple(state[heads[0]].shape)[0]} "
+                        "classes", path=path)
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
     """Tensors and plain containers only (weights_only=True); anything pickled is refused."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -138,12 +334,20 @@ def load_training_state(path: Path) -> dict[str, Any]:
         raise OutputError(f"{path}: refused, not a tensors-only checkpoint ({first[:160]})") from None
 
 
-def read_corrected(run: Path) -> list[dict[str, str]]:
+def read_corrected(run: Path, required: Iterable[str] = ()) -> list[dict[str, str]]:
+    """corrected.csv as dicts; a missing `required` column is one DataError naming it."""
     path = Path(run) / "corrected.csv"
     if not path.is_file():
         raise DataError("not found; is this an emlc run folder?", path=path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"cannot read: {err}", path=path) from None
+    missing = [c for c in required if rows and c not in rows[0]]
+    if missing:
+        raise DataError(f"column '{missing[0]}' is missing", path=path)
+    return rows
 
 
 def _jsonable(value: Any) -> Any:
@@ -158,8 +362,7 @@ class NoOutputs:
     """What ranks other than 0 write in a distributed run: nothing (rank 0's RunDir holds the run)."""
 
     def __init__(self, final: Path) -> None:
-        self.final = Path(final)
-        self.path = staging_path(self.final)
+        self.final, self.path = Path(final), staging_path(Path(final))
 
     def __enter__(self) -> "NoOutputs":
         return self
@@ -167,20 +370,10 @@ class NoOutputs:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def save_state(self, state: dict[str, Any]) -> None:
+    def _nothing(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def write_json(self, name: str, data: Any) -> None:
-        return None
-
-    def write_text(self, name: str, text: str) -> None:
-        return None
-
-    def write_csv(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
-        return None
-
-    def write_model(self, stem: str, module: torch.nn.Module, config: dict[str, Any]) -> None:
-        return None
+    save_state = write_json = write_text = write_csv = write_model = _nothing
 
     def commit(self) -> Path:
         return self.final

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import signal
 import sys
@@ -16,44 +17,24 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from emlc_cli import __version__, corrections, distributed, features, metrics
+from emlc_cli import __version__, corrections, distributed, evidence, features, metrics
+from emlc_cli import resume as resume_checks
 from emlc_cli.data.loaders import MEAN, STD, TensorSet
-from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
-from emlc_cli.data.hf import SourceSpec, check_model_input, load_source, manifest_key
+from emlc_cli.data.hf import SourceSpec
 from emlc_cli.data.cache import image_cache
-from emlc_cli.data.sources import LabeledImages, check_inside
-from emlc_cli.errors import DataError, Interrupted
-from emlc_cli.models import validate_backbone
+from emlc_cli.data.sources import LabeledImages
+from emlc_cli.errors import DataError, Interrupted, OutputError
 from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, NoOutputs, RunDir, check_out_dir,
                               load_training_state, staging_path)
-from emlc_cli.recipe import Recipe, dump_recipe, recipe_from_dict
-from emlc_cli.reports import EpochReport
+from emlc_cli.recipe import Recipe, dump_recipe
+from emlc_cli.reports import EpochReport, StepReport
 from emlc_cli.runtime import pick_device, seed_everything
 from emlc_cli.timing import Stopwatch
+from emlc_cli.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
 from emlc_cli.trainer import MetaTrainer
 
 log = logging.getLogger(__name__)
 Event = Callable[[Any], None]
-
-
-@dataclass
-class Prepared:
-    """Everything validated before the first training step."""
-
-    dataset: LabeledImages
-    verified: dict[int, int]
-    holdout: list[int]
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def clean_train(self) -> list[int]:
-        held = set(self.holdout)
-        return [i for i in sorted(self.verified) if i not in held]
-
-    @property
-    def noisy(self) -> list[int]:
-        return [i for i in range(len(self.dataset)) if i not in self.verified]
 
 
 @dataclass
@@ -62,68 +43,13 @@ class CleanResult:
     summary: dict[str, Any]
 
 
-def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, labels_csv: Path | None = None, seed: int = 0) -> Prepared:
-    """Read and validate the dataset and the verified subset; nothing is trained or written.
-
-    `data` is an image folder, or any source emlc_cli.data.hf reads (a SourceSpec, or a path / hf:// string)."""
-    validate_backbone(recipe.model.backbone, recipe.model.weights)
-    dataset = load_source(data, labels_csv)
-    check_model_input(dataset, recipe.model.backbone)
-    verified: dict[int, int] = {}
-    index = dataset.index_of()
-    key = manifest_key(dataset)
-    for manifest in clean_csv:
-        rows = read_path_label_csv(Path(manifest), key=key)
-        for path, _, row in rows:
-            if key == "path":
-                check_inside(dataset.root, path, Path(manifest), row)
-        for i, label in resolve_clean_rows(rows, Path(manifest), index, dataset.classes).items():
-            if verified.setdefault(i, label) != label:
-                raise DataError(f"'{dataset.paths[i]}' is verified with conflicting labels across manifests", path=manifest)
-    _check_enough(verified, dataset, clean_csv, recipe)
-    holdout = _holdout(verified, recipe.data.holdout_fraction, seed)
-    return Prepared(dataset, verified, holdout, _coverage_warnings(verified, dataset.classes))
-
-
-def _check_enough(verified: dict[int, int], dataset: LabeledImages, clean_csv: list[Path], recipe: Recipe) -> None:
-    needed = max(4, len(dataset.classes))
-    if len(verified) < needed:
-        where = ", ".join(map(str, clean_csv))
-        raise DataError(f"{len(verified)} verified samples; at least {needed} are needed (one per class, {len(dataset.classes)} classes)", path=where)
-    if len(verified) >= len(dataset):
-        raise DataError("every image is verified: there is nothing left to clean", path=dataset.root)
-
-
-def _coverage_warnings(verified: dict[int, int], classes: list[str]) -> list[str]:
-    counts = np.bincount(np.fromiter(verified.values(), dtype=np.int64), minlength=len(classes))
-    return [
-        f"class '{classes[c]}' has no verified sample: the teacher learns it only from noisy labels and the holdout cannot score it"
-        for c in np.flatnonzero(counts == 0)
-    ]
-
-
-def _holdout(verified: dict[int, int], fraction: float, seed: int) -> list[int]:
-    """A stratified slice of the verified set (at least one per class that has two or more)."""
-    if fraction <= 0:
-        return []
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, label in sorted(verified.items()):
-        by_class.setdefault(label, []).append(i)
-    held: list[int] = []
-    for members in by_class.values():
-        if len(members) >= 2:
-            take = min(len(members) - 1, max(1, round(fraction * len(members))))
-            held += rng.choice(members, size=take, replace=False).tolist()
-    return sorted(held)
-
-
 def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_csv: Path | None = None,
           device: str = "auto", seed: int = 0, overwrite: bool = False, on_event: Event | None = None,
           resume: bool = False, strict: bool = False) -> CleanResult:
     """Run EMLC on `data` with the verified subset in `clean_csv`; write the run folder `out`.
 
-    With `resume`, the recipe and seed come from the interrupted run's saved state. Under torchrun every
+    With `resume`, the interrupted run continues if its inputs (data, verified set, recipe, seed) are unchanged
+    (see resume.py); any change is refused. Under torchrun every
     process calls this; they share the work and rank 0 alone writes `out`."""
     torch_device = pick_device(distributed.local_device(device))
     initialised_here = not distributed.world().distributed and distributed.launched()
@@ -139,12 +65,13 @@ def _clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_
            seed: int, overwrite: bool, on_event: Event | None, resume: bool, strict: bool) -> CleanResult:
     started, world, watch = time.perf_counter(), distributed.world(), Stopwatch()
     emit = on_event or (lambda event: None)
-    saved = distributed.on_main(lambda: _check_and_load_state(out, data, overwrite, resume))
-    if saved is not None:
-        recipe, seed = recipe_from_dict(saved["recipe"], source="saved training state"), int(saved["seed"])
+    saved = distributed.on_main(lambda: _check_and_load_state(out, data, clean_csv, labels_csv, overwrite, resume))
     with watch("validation"):
         prepared = prepare(data, clean_csv, recipe, labels_csv, seed)
     prepared.seconds = watch["validation"]
+    inputs_now = _fingerprint(prepared, recipe, seed)
+    if saved is not None:
+        resume_checks.check_same_inputs(saved["inputs"], inputs_now)
     for warning in prepared.warnings if world.is_main else []:
         log.warning(warning)
     emit(prepared)
@@ -155,8 +82,8 @@ def _clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_
                               device=torch_device, seed=seed)
         with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
             if saved is not None:
-                trainer.load_training_state(saved["trainer"])
-            summary = _train_and_write(run, trainer, prepared, inputs, recipe, seed, emit, watch)
+                _load_saved(trainer, saved, run.path)
+            summary = _train_and_write(run, trainer, prepared, inputs, recipe, seed, emit, watch, inputs_now)
             summary["wall_seconds"] = round(time.perf_counter() - started, 2)
             summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
             run.write_json("summary.json", summary)
@@ -175,9 +102,9 @@ class _Inputs:
 
 
 def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Prepared, inputs: _Inputs, recipe: Recipe,
-                     seed: int, emit: Event, watch: Stopwatch) -> dict[str, Any]:
+                     seed: int, emit: Event, watch: Stopwatch, fingerprint: dict) -> dict[str, Any]:
     with watch("training"):
-        train_seconds = _train(trainer, run, recipe, seed, emit)
+        train_seconds = _train(trainer, run, recipe, seed, emit, fingerprint)
     with watch("corrections"):
         result = _corrections(trainer, prepared, inputs.images, inputs.noisy_idx, recipe)
     with watch("finetune"):
@@ -220,9 +147,27 @@ def _timing(watch: Stopwatch, trainer: MetaTrainer, wall: float) -> dict[str, fl
             "iterations": round(iterations, 2), "wall_over_iterations": round(wall / max(iterations, 1e-9), 3)}
 
 
-def _check_and_load_state(out: Path, data: Path | SourceSpec, overwrite: bool, resume: bool) -> dict | None:
-    check_out_dir(out, Path(data), overwrite, resume)
-    return load_training_state(staging_path(out) / STATE_FILE) if resume else None
+def _check_and_load_state(out: Path, data: Path | SourceSpec, clean_csv: list[Path], labels_csv: Path | None,
+                          overwrite: bool, resume: bool) -> dict | None:
+    reads = [(Path(p), "the input") for p in (*clean_csv, labels_csv) if p is not None]
+    check_out_dir(out, data, overwrite, resume, protect=reads)
+    if not resume:
+        return None
+    path = staging_path(out) / STATE_FILE
+    return resume_checks.check_state(load_training_state(path), path)
+
+
+def _fingerprint(prepared: Prepared, recipe: Recipe, seed: int) -> dict[str, Any]:
+    ds = prepared.dataset
+    return resume_checks.fingerprint(ds.paths, ds.labels, ds.classes, prepared.verified, recipe.to_dict(), seed)
+
+
+def _load_saved(trainer: MetaTrainer, saved: dict[str, Any], where: Path) -> None:
+    try:
+        trainer.load_training_state(saved["trainer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a tampered or foreign state
+        raise OutputError(f"{where / STATE_FILE}: cannot be resumed ({type(err).__name__}: {str(err)[:120]}); "
+                          f"{resume_checks.START_AFRESH}") from None
 
 
 def _max_weight_difference(trainer: MetaTrainer) -> float:
@@ -231,13 +176,15 @@ def _max_weight_difference(trainer: MetaTrainer) -> float:
     return max(distributed.max_difference(trainer.student), distributed.max_difference(trainer.teacher))
 
 
-def _train(trainer: MetaTrainer, run: RunDir | NoOutputs, recipe: Recipe, seed: int, emit: Event) -> float:
+def _train(trainer: MetaTrainer, run: RunDir | NoOutputs, recipe: Recipe, seed: int, emit: Event, inputs: dict) -> float:
     """Run the trainer, saving the full state after every epoch and when SIGTERM / Ctrl-C asks to stop."""
     started = time.perf_counter()
-    save = lambda: run.save_state({"trainer": trainer.training_state(), "recipe": recipe.to_dict(), "seed": seed})  # noqa: E731
+    state = lambda: {"trainer": trainer.training_state(), "recipe": recipe.to_dict(), "seed": seed, "inputs": inputs}  # noqa: E731
+    save = lambda: run.save_state(state())  # noqa: E731
     with stop_on_signals(trainer):
         for report in trainer.run():
             emit(report)
+            _pause_for_tests(report, trainer)
             if isinstance(report, EpochReport):
                 with trainer.watch("checkpoints"):
                     save()
@@ -256,6 +203,18 @@ def _finetune(trainer: MetaTrainer, images: torch.Tensor, noisy_idx: list[int], 
     data = TensorSet(images, torch.from_numpy(result.labels[noisy_idx]), torch.as_tensor(noisy_idx, dtype=torch.long))
     for report in trainer.finetune(data, recipe.train.finetune_epochs):
         emit(report)
+
+
+def _pause_for_tests(report: object, trainer: MetaTrainer) -> None:
+    """Tests only: with EMLC_TEST_PAUSE_AT=EPOCH:STEP (1-based) the run creates the file EMLC_TEST_PAUSE_FILE after
+    that step and waits there for a stop signal, so a test interrupts it at a known point instead of racing a timer."""
+    at = os.environ.get("EMLC_TEST_PAUSE_AT")
+    if not at or not isinstance(report, StepReport) or report.phase == "finetune" or f"{report.epoch + 1}:{report.step}" != at:
+        return
+    Path(os.environ["EMLC_TEST_PAUSE_FILE"]).touch()
+    deadline = time.monotonic() + 600
+    while not trainer.stop_requested and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -307,6 +266,7 @@ class _Result:
     confidence: np.ndarray
     temperature: float
     to_verify: list[list[Any]] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int], recipe: Recipe) -> _Result:
@@ -319,15 +279,32 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
     idx = torch.as_tensor(noisy_idx, dtype=torch.long)
     preds = trainer.predict_sharded(TensorSet(images, torch.from_numpy(given), idx))
     holdout = trainer.predict(trainer.holdout)
-    temperature = corrections.fit_temperature(np.log(trainer.source_probs(holdout) + 1e-12), trainer.holdout.labels.numpy())
+    holdout_log = np.log(trainer.source_probs(holdout) + 1e-12)
+    temperature = corrections.fit_temperature(holdout_log, trainer.holdout.labels.numpy())
     probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
-    fixed = corrections.correct(probs, preds["retain"], given, recipe.correct.rule, recipe.correct.threshold)
+    if recipe.correct.rule == "posterior":
+        fixed, report = _guarded(prepared, probs, given, corrections.softmax(holdout_log / temperature))
+    else:
+        fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct.rule, recipe.correct.threshold), {}
     labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
     suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])
     names, paths = prepared.dataset.classes, prepared.dataset.paths
     rows = [[paths[noisy_idx[i]], names[given[i]], names[fixed.labels[i]], f"{fixed.confidence[i]:.4f}", reason, f"{score:.4f}"]
             for i, reason, score in suggestions]
-    return _Result(labels, confidence, temperature, rows)
+    return _Result(labels, confidence, temperature, rows, report)
+
+
+def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray) -> tuple[corrections.Corrections, dict]:
+    """The posterior rule, validated on the verified holdout (see evidence.py): it changes nothing when the holdout
+    shows no gain, and reports the estimated label accuracy before and after."""
+    ds, verified = prepared.dataset, prepared.verified
+    ids = sorted(verified)
+    verified_labels = np.array([verified[i] for i in ids], dtype=np.int64)
+    held_labels = np.array([verified[i] for i in prepared.holdout], dtype=np.int64)
+    em = corrections.estimate_transition(probs, given, probs.shape[1])
+    judged = evidence.judge(probs, given, holdout_probs, held_labels, ds.labels[prepared.holdout], verified_labels,
+                            ds.labels[ids], em)
+    return corrections.Corrections(judged.labels, judged.confidence, judged.distribution), judged.report
 
 
 def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result, trainer: MetaTrainer, recipe: Recipe,
@@ -350,6 +327,10 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result,
     run.write_csv("to_verify.csv", TO_VERIFY_COLUMNS, result.to_verify)
     run.write_json("source.json", _source_record(ds))
     run.write_text("recipe.yaml", dump_recipe(recipe))
+
+
+def _too_weak_warning(report: dict[str, Any]) -> str:
+    return f"labels left as given: {report['reason']}; verify more images, starting with to_verify.csv"
 
 
 def _source_record(ds: LabeledImages) -> dict[str, Any]:
@@ -377,11 +358,14 @@ def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped:
         "images": len(ds), "noisy": len(noisy_idx), "verified": len(prepared.verified),
         "verified_train": len(prepared.clean_train), "holdout": len(prepared.holdout),
         "holdout_paths": [ds.paths[i] for i in prepared.holdout], "validation_seconds": round(prepared.seconds, 2),
-        "changed": int(changed.sum()), "estimated_noise_rate": float(changed.mean()) if len(changed) else 0.0,
+        "changed": int(changed.sum()),
+        "estimated_noise_rate": result.evidence.get("noise_rate", float(changed.mean()) if len(changed) else 0.0),
+        "label_accuracy": result.evidence or None,
         "changed_per_class": {classes[c]: int(changed[given == c].sum()) for c in range(len(classes))},
         "classes": classes, "change_matrix": metrics.change_matrix(given, fixed, len(classes)),
         "epochs": [vars(e) for e in trainer.history], "best_holdout_score": trainer.best_score,
-        "temperature": result.temperature, "rule": recipe.correct.rule, "warnings": prepared.warnings,
+        "temperature": result.temperature, "rule": recipe.correct.rule,
+        "warnings": prepared.warnings + ([_too_weak_warning(result.evidence)] if result.evidence.get("too_weak") else []),
         "skipped": {ds.paths[i]: reason for i, reason in skipped.items()}, "ignored_files": ds.ignored_files,
         "train_seconds": round(train_seconds, 2),
         "images_per_s": round(steps * recipe.train.batch_size / max(train_seconds, 1e-9), 1),

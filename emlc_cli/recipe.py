@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -112,6 +113,58 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; anything near this is not one
+MAX_DEPTH = 16  # sections hold scalars: deeper nesting is never a valid recipe
+
+
+class _Refused(yaml.YAMLError):
+    """A YAML construct recipes do not allow; `mark` says where."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem, self.mark = problem, mark
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader without anchors/aliases (a 1 KB alias bomb expands to gigabytes), deep nesting or duplicate keys."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _Refused("YAML anchors and aliases (&name, *name) are not allowed in recipes", event.start_mark)
+        if self.depth >= MAX_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise _Refused(f"key '{_short(key_node.value)}' appears twice in one mapping", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for messages: never the whole of a huge value."""
+    return _REPR.repr(value)
+
+
 def builtin_recipes_dir() -> Path:
     """The shipped recipes: `recipes/` in a checkout, `emlc_cli/recipes` in an installed wheel."""
     return Path(str(resources.files("emlc_cli.recipes")))
@@ -125,7 +178,7 @@ def recipe_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.is_file():
-            raise RecipeError(f"file not found: {candidate}")
+            raise RecipeError(f"{'not a regular file' if candidate.exists() else 'file not found'}: {candidate}")
         return candidate
     builtin = builtin_recipes_dir() / f"{name_or_path}.yaml"
     if builtin.is_file():
@@ -138,8 +191,9 @@ def recipe_path(name_or_path: str) -> Path:
 def load_recipe(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     path = recipe_path(name_or_path)
     raw = _read_yaml(path)
+    _refuse_repeated(overrides)
     for override in overrides:
-        _apply_override(raw, override)
+        _apply_override(raw, override, str(path))
     raw.setdefault("name", path.stem)
     return recipe_from_dict(raw, source=str(path))
 
@@ -150,11 +204,11 @@ def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
     _check_keys(raw, [f.name for f in fields(Recipe)], prefix="", source=source)
     sections = {}
     for name, cls in SECTIONS.items():
-        section = raw.get(name) or {}
+        section = {} if raw.get(name) is None else raw[name]  # `train:` alone means the defaults; `train: []` is an error
         if not isinstance(section, dict):
-            raise RecipeError(f"expected a mapping, got {type(section).__name__}", key=name, source=source)
+            raise RecipeError(f"expected a mapping of keys, got {type(section).__name__} ({_show(section)})", key=name, source=source)
         sections[name] = _build_section(cls, section, name, source)
-    top = {k: str(raw[k]) for k in ("name", "description") if raw.get(k) is not None}
+    top = {k: _coerce(raw[k], str, k, source) for k in ("name", "description") if raw.get(k) is not None}
     recipe = Recipe(**top, **sections)
     _check_consistency(recipe, source)
     return recipe
@@ -166,13 +220,13 @@ def dump_recipe(recipe: Recipe) -> str:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(_read_text(path), Loader=_RecipeLoader)
+    except _Refused as err:
+        raise RecipeError(f"{_at(err.mark)}{err.problem}", source=str(path)) from None
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise RecipeError(f"YAML syntax error at {line}{err.problem}", source=str(path)) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise RecipeError(f"cannot read: {err}", source=str(path)) from None
+        raise RecipeError(f"YAML syntax error at {_at(err.problem_mark)}{err.problem}", source=str(path)) from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"cannot read: {_short(str(err), 200)}", source=str(path)) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -180,27 +234,64 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
-    key, sep, text = override.partition("=")
-    if not sep or "." not in key:
-        raise RecipeError(f"override '{override}' must look like section.key=value (e.g. train.epochs=3)")
-    section, _, name = key.strip().partition(".")
-    if section not in SECTIONS:
-        raise RecipeError(f"unknown section{_did_you_mean(section, list(SECTIONS))}", key=key.strip())
+def _read_text(path: Path) -> str:
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        with path.open("rb") as handle:
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+        if len(data) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"larger than {MAX_RECIPE_BYTES >> 20} MiB; a recipe is a short YAML file", source=str(path))
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"cannot read: {_short(str(err), 200)}", source=str(path)) from None
+
+
+def _at(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+
+
+def _refuse_repeated(overrides: list[str] | tuple[str, ...]) -> None:
+    """The same key given twice is refused: silently keeping the last one hides a typo in a long command line."""
+    seen: set[str] = set()
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        if key in seen:
+            raise RecipeError("override given twice; give each key once", key=_short(key))
+        seen.add(key)
+
+
+def _apply_override(raw: dict[str, Any], override: str, source: str | None = None) -> None:
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise RecipeError(f"override '{_short(override)}' must look like section.key=value (e.g. train.epochs=3)")
+    section, _, name = key.partition(".")
+    if section not in SECTIONS:
+        raise RecipeError(f"unknown section{_did_you_mean(section, list(SECTIONS))}", key=_short(key))
+    target = raw.get(section)
+    if target is None:
+        target = raw[section] = {}
+    if not isinstance(target, dict):
+        raise RecipeError(f"expected a mapping of keys, got {type(target).__name__} ({_show(target)}); "
+                          f"cannot apply {_short(key)}", key=section, source=source)
+    target[name] = _override_value(text, key)
+
+
+def _override_value(text: str, key: str) -> Any:
+    if not text.strip():
+        return ""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except _Refused as err:
+        raise RecipeError(f"override value: {err.problem}", key=_short(key)) from None
     except yaml.YAMLError:
-        value = text
-    target = raw.setdefault(section, {}) or {}
-    raw[section] = target
-    target[name] = value
+        return text
 
 
 def _check_keys(given: dict[str, Any], allowed: list[str], prefix: str, source: str | None) -> None:
     for key in given:
         if key not in allowed:
-            hint = _did_you_mean(str(key), allowed)
-            raise RecipeError(f"unknown key{hint}; valid keys: {', '.join(allowed)}", key=f"{prefix}{key}", source=source)
+            hint = _did_you_mean(_short(str(key), 200), allowed)
+            raise RecipeError(f"unknown key{hint}; valid keys: {', '.join(allowed)}", key=_short(f"{prefix}{key}"), source=source)
 
 
 def _build_section(cls: type, values: dict[str, Any], section: str, source: str | None) -> Any:
@@ -218,8 +309,8 @@ def _coerce(value: Any, expected: Any, key: str, source: str | None) -> Any:
     if get_origin(expected) is Literal:
         choices = get_args(expected)
         if value not in choices:
-            hint = _did_you_mean(str(value), [str(c) for c in choices])
-            raise RecipeError(f"got '{value}'{hint}; expected one of: {', '.join(map(str, choices))}", key=key, source=source)
+            hint = _did_you_mean(_short(str(value), 200), [str(c) for c in choices]) if isinstance(value, str) else ""
+            raise RecipeError(f"got {_show(value)}{hint}; expected one of: {', '.join(map(str, choices))}", key=key, source=source)
         return value
     if expected is bool:
         if isinstance(value, bool):
@@ -235,7 +326,7 @@ def _coerce(value: Any, expected: Any, key: str, source: str | None) -> Any:
     elif expected is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-    raise RecipeError(f"expected {expected.__name__}, got {type(value).__name__} ({value!r})", key=key, source=source)
+    raise RecipeError(f"expected {expected.__name__}, got {type(value).__name__} ({_show(value)})", key=key, source=source)
 
 
 def _is_number(text: str) -> bool:

@@ -18,8 +18,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from emlc_cli.errors import DataError, OutputError
+from emlc_cli.outputs import check_file_target
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +96,9 @@ def load_run(run: Path, top: int = REPORT_TOP) -> RunView:
         raise DataError("run folder not found", path=run)
     if top < 1:
         raise DataError(f"--top must be at least 1, got {top}", path=run)
-    summary = _read_json(run / "summary.json", required=True)
+    summary = _checked(_read_json(run / "summary.json", required=True), SUMMARY_TYPES, run / "summary.json")
     rows = _read_rows(run / "corrected.csv")
-    source = _read_json(run / "source.json", required=False)
+    source = _checked(_read_json(run / "source.json", required=False), SOURCE_TYPES, run / "source.json")
     classes = list(summary.get("classes") or source.get("classes") or sorted({r["label"] for r in rows}))
     noisy = [_item(r, run / "corrected.csv", n) for n, r in enumerate(rows, start=2) if r.get("split", "noisy") == "noisy"]
     changed = sorted((i for i in noisy if i.changed), key=lambda i: (-i.confidence, i.path))
@@ -112,6 +114,52 @@ def load_run(run: Path, top: int = REPORT_TOP) -> RunView:
         noisy_per_class={c: given_counts.get(c, 0) for c in classes},
         fingerprint=_fingerprint(run / "corrected.csv"), top=top,
     )
+
+
+_NUMBER = (int, float)
+SUMMARY_TYPES: dict[str, Any] = {
+    "images": int, "noisy": int, "verified": int, "changed": int, "estimated_noise_rate": _NUMBER,
+    "train_seconds": _NUMBER, "images_per_s": _NUMBER, "wall_seconds": _NUMBER, "best_holdout_score": (*_NUMBER, type(None)),
+    "recipe": str, "rule": str, "device": str, "classes": list, "change_matrix": list, "changed_per_class": dict,
+    "epochs": list, "warnings": list, "skipped": (dict, list),
+}
+SOURCE_TYPES: dict[str, Any] = {"kind": str, "root": str, "classes": list}
+EPOCH_TYPES: dict[str, Any] = {"epoch": int, "phase": str, "student_holdout_acc": _NUMBER, "teacher_holdout_acc": _NUMBER,
+                               "seconds": _NUMBER}
+
+
+def _checked(data: dict[str, Any], types: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Refuse a key of the wrong type (a tampered or foreign file) before anything is rendered from it."""
+    for key, kind in types.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+            raise DataError(f"key '{key}' has the wrong type ({type(value).__name__})", path=path)
+    _check_items(data, path)
+    return data
+
+
+def _check_items(data: dict[str, Any], path: Path) -> None:
+    """The containers' contents: class names, a square matrix of counts, per-class counts, epoch records."""
+    def fail(key: str, what: str) -> None:
+        raise DataError(f"key '{key}' must be {what}", path=path)
+
+    if not all(isinstance(c, str) for c in data.get("classes", [])):
+        fail("classes", "a list of class names")
+    matrix = data.get("change_matrix", [])
+    if not all(isinstance(r, list) and len(r) == len(matrix) and all(_count(v) for v in r) for r in matrix):
+        fail("change_matrix", "a square list of lists of counts")
+    if not all(_count(v) for v in data.get("changed_per_class", {}).values()):
+        fail("changed_per_class", "a mapping of class to count")
+    if not all(isinstance(w, str) for w in data.get("warnings", [])):
+        fail("warnings", "a list of strings")
+    for epoch in data.get("epochs", []):
+        if not isinstance(epoch, dict) or any(k in epoch and (not isinstance(epoch[k], t) or isinstance(epoch[k], bool))
+                                              for k, t in EPOCH_TYPES.items()):
+            fail("epochs", "a list of epoch records (epoch, phase, holdout accuracies, seconds)")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -284,6 +332,7 @@ def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP) -
 
     view = load_run(run, top)
     target = Path(out) if out is not None else Path(run) / "review.html"
+    check_file_target(target, Path(run), "--out", _our_report)
     thumbs = Thumbnails(image_opener(view.run, view.source))
     html = render_report(view, thumbs)
     _write_atomic(target, html.encode("utf-8"))
@@ -298,15 +347,39 @@ def write_sheet(run: Path, png: Path, top: int = SHEET_TOP) -> SheetResult:
     from emlc_cli.review_sheet import render_sheet
 
     view = load_run(run, top)
+    check_file_target(Path(png), Path(run), "--png", _our_sheet)
     if not view.changed:
         raise DataError("no label was changed in this run; there is nothing to put on a contact sheet",
                         path=Path(run) / "corrected.csv")
     thumbs = Thumbnails(image_opener(view.run, view.source))
     sheet = render_sheet(view, thumbs)
     buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", optimize=True)
+    info = PngInfo()
+    info.add_text("Software", SHEET_SOFTWARE)
+    sheet.save(buffer, format="PNG", optimize=True, pnginfo=info)
     _write_atomic(Path(png), buffer.getvalue())
     return SheetResult(Path(png), len(view.changed), sheet.size, len(thumbs.missing))
+
+
+SHEET_SOFTWARE = "emlc review"
+
+
+def _our_report(path: Path) -> bool:
+    """An HTML report emlc review wrote (it carries <meta name="emlc-run">)."""
+    try:
+        with path.open("rb") as handle:
+            return b'<meta name="emlc-run"' in handle.read(4096)
+    except OSError:
+        return False
+
+
+def _our_sheet(path: Path) -> bool:
+    """A contact sheet emlc review wrote (PNG text chunk Software = emlc review)."""
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.info.get("Software") == SHEET_SOFTWARE
+    except (OSError, ValueError, UnidentifiedImageError, SyntaxError):
+        return False
 
 
 def _umask() -> int:

@@ -60,6 +60,7 @@ def _summary(view: RunView, missing: int) -> str:
         ("verified", f"{s.get('verified', 0):,}"),
         ("labels changed", f"{changed:,}"),
         ("estimated noise", f"{s.get('estimated_noise_rate', 0.0):.1%}"),
+        *_estimate_stats(s.get("label_accuracy")),
         ("recipe", s.get("recipe", "?")),
         ("rule", s.get("rule", "?")),
         ("training", f"{s.get('train_seconds', 0):.0f} s, {s.get('images_per_s', 0):,.0f} img/s on {s.get('device', '?')}"),
@@ -76,6 +77,16 @@ def _summary(view: RunView, missing: int) -> str:
                      "they show as grey squares.</p>")
     return (f'<section id="summary"><h2>Summary</h2><dl class="stats">{cells}</dl>{"".join(notes)}'
             f'<div class="columns">{_per_class(view)}<div>{_epochs(s)}{_recipe(view)}</div></div></section>')
+
+
+def _estimate_stats(estimate: object) -> list[tuple[str, str]]:
+    """Estimated label accuracy before and after (no truth needed), when the run's rule gives it."""
+    try:
+        given, fixed = estimate["given"], estimate["corrected"]  # type: ignore[index]
+        return [("label accuracy, given (est.)", f"{given['estimate']:.1%} ({given['low']:.1%}-{given['high']:.1%})"),
+                ("label accuracy, corrected (est.)", f"{fixed['estimate']:.1%} ({fixed['low']:.1%}-{fixed['high']:.1%})")]
+    except (TypeError, KeyError, ValueError):
+        return []
 
 
 def _number(value: Any) -> str:

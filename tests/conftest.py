@@ -14,6 +14,12 @@ TINY = ["data.image_size=16", "model.width=8", "train.epochs=8", "meta.warmup_ep
         "train.clean_batch_size=8", "train.student_lr=0.05", "train.teacher_lr=0.003"]
 
 
+def tiny(*changes: str) -> list[str]:
+    """TINY with some keys set otherwise (a key may be given only once on the command line)."""
+    keys = {change.split("=", 1)[0] for change in changes}
+    return [item for item in TINY if item.split("=", 1)[0] not in keys] + list(changes)
+
+
 def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("path", "label")) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)

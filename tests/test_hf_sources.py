@@ -161,6 +161,7 @@ def test_hub_source_passes_config_split_and_revision(sources, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     monkeypatch.setattr(hf, "_revision", lambda spec, kind: "abc123")
+    monkeypatch.setattr(hf, "check_hub_reachable", lambda where: None)  # offline test: no endpoint to reach
     data = hf.load_source(hf.SourceSpec("hf://someone/colours", config="small", split="train", revision="v1"))
     assert calls == [("someone/colours", {"name": "small", "split": "train", "revision": "v1"})]
     assert data.kind == "hub" and data.origin["location"] == "hf://someone/colours" and data.origin["revision"] == "abc123"

@@ -10,19 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from emlc_cli.errors import OutputError
 from emlc_cli.outputs import STATE_FILE, load_training_state, staging_path
-from tests.conftest import TINY
+from tests.conftest import tiny
 
-RESUME_RECIPE = [*TINY, "train.epochs=6", "meta.warmup_epochs=1"]
+RESUME_RECIPE = tiny("train.epochs=6", "meta.warmup_epochs=1")
 
 
-def clean_cmd(folder: dict, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "emlc_cli", "clean", str(folder["root"]), "--clean", str(folder["clean"]),
-            "--out", str(out), "--recipe", "quick", "--device", "cpu", "--quiet", "--seed", "3", *RESUME_RECIPE, *extra]
+def clean_cmd(folder: dict, out: Path, *extra: str, seed: int = 3, clean: Path | None = None) -> list[str]:
+    return [sys.executable, "-m", "emlc_cli", "clean", str(folder["root"]), "--clean", str(clean or folder["clean"]),
+            "--out", str(out), "--recipe", "quick", "--device", "cpu", "--quiet", "--seed", str(seed), *RESUME_RECIPE, *extra]
 
 
 def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -31,14 +32,15 @@ def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def interrupt(cmd: list[str], out: Path, sig: int) -> int:
-    """Start a run, wait for its first epoch checkpoint, then send `sig` a little later (mid-epoch)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """Start a run that pauses after step 1 of epoch 2 (its epoch-1 checkpoint saved) and send `sig` only once it
+    says it is there: no timer decides where the signal lands."""
+    paused = out.with_name(f"{out.name}.paused")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EMLC_TEST_PAUSE_AT": "2:1", "EMLC_TEST_PAUSE_FILE": str(paused)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    state = staging_path(out) / STATE_FILE
-    deadline = time.time() + 300
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
+    deadline = time.monotonic() + 300
+    while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)
+    assert paused.exists(), f"the run never reached the pause point (exit {proc.poll()})"
     proc.send_signal(sig)
     proc.communicate(timeout=300)
     return proc.returncode
@@ -62,8 +64,6 @@ def reference(noisy_folder):
 def test_interrupted_then_resumed_equals_uninterrupted(noisy_folder, reference, sig):
     out = noisy_folder["tmp"] / "interrupted"
     code = interrupt(clean_cmd(noisy_folder, out), out, sig)
-    if code == 0:
-        pytest.skip("the run finished before the signal arrived")
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
     assert not out.exists() and (staging_path(out) / STATE_FILE).is_file()
     refused = run_to_end(clean_cmd(noisy_folder, out))
@@ -101,3 +101,54 @@ def test_nan_loss_stops_with_the_loss_and_step_named(noisy_folder, monkeypatch):
     assert not out.exists()
     state = load_training_state(staging_path(out) / STATE_FILE)
     assert state["trainer"]["epoch"] == 1  # the warm-up epoch's good state is kept
+
+
+@pytest.fixture
+def interrupted(noisy_folder):
+    """A run stopped by SIGTERM after step 1 of epoch 2, its state saved for --resume."""
+    out = noisy_folder["tmp"] / "stopped"
+    assert interrupt(clean_cmd(noisy_folder, out), out, signal.SIGTERM) == 130
+    return out
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_inputs(noisy_folder, interrupted, tmp_path):
+    from tests.conftest import make_image, write_csv
+
+    out, root = interrupted, noisy_folder["root"]
+    fewer = write_csv(tmp_path / "fewer.csv", [tuple(r) for r in csv_rows(noisy_folder["clean"])[:-1]])
+    before = (staging_path(out) / STATE_FILE).read_bytes()
+
+    def refused(cmd: list[str], message: str) -> None:
+        done = run_to_end([*cmd, "--resume"])
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (message, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1
+
+    refused(clean_cmd(noisy_folder, out, seed=4), "--seed 4 differs from the interrupted run's 3")
+    refused(clean_cmd(noisy_folder, out, "model.enhancer_hidden=32"), "the recipe changed since the run was interrupted "
+                                                                      "(model.enhancer_hidden: ")
+    refused(clean_cmd(noisy_folder, out, clean=fewer), "the verified set (--clean) changed")
+    unverified = sorted(set(p.relative_to(root).as_posix() for p in root.rglob("*.png")) - {r[0] for r in csv_rows(noisy_folder["clean"])})
+    (root / unverified[0]).unlink()
+    refused(clean_cmd(noisy_folder, out), "the data (image list or given labels) changed")
+    (root / "zebra").mkdir()
+    for i in range(3):
+        make_image((9, 9, 9), np.random.default_rng(i)).save(root / "zebra" / f"z{i}.png")
+    refused(clean_cmd(noisy_folder, out), "the classes changed since the run was interrupted")
+    assert (staging_path(out) / STATE_FILE).read_bytes() == before  # refused runs leave the state alone
+
+
+def test_foreign_state_is_one_line(noisy_folder):
+    out = noisy_folder["tmp"] / "foreign"
+    staging_path(out).mkdir(parents=True)
+    torch.save({}, staging_path(out) / STATE_FILE)
+    done = run_to_end(clean_cmd(noisy_folder, out, "--resume"))
+    assert done.returncode == 2 and "not an emlc training state (no valid 'trainer')" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def csv_rows(path: Path) -> list[list[str]]:
+    import csv
+
+    with path.open() as handle:
+        return list(csv.reader(handle))[1:]

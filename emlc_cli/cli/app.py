@@ -5,14 +5,76 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from typing import Any, Callable
 
+import click
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.24 carries its own copy of click; older versions raise click's exceptions
+    from typer import _click as _typer_click
+
+    _CLICK: tuple[Any, ...] = (click, _typer_click)
+except ImportError:  # pragma: no cover
+    _CLICK = (click,)
+CLICK_ERRORS = tuple(m.exceptions.ClickException for m in _CLICK)
+NO_ARGS = tuple(m.exceptions.NoArgsIsHelpError for m in _CLICK if hasattr(m.exceptions, "NoArgsIsHelpError"))
+ABORTS = (*(m.exceptions.Abort for m in _CLICK if hasattr(m.exceptions, "Abort")), typer.Abort)
 
 from emlc_cli import __version__
-from emlc_cli.errors import DeviceError, EmlcError
+from emlc_cli.errors import DeviceError, EmlcError, has_secret, install_log_filter, redact
 
-app = typer.Typer(name="emlc", help="Clean noisy labels with Enhanced Meta Label Correction.",
+# Loggers that, at DEBUG, write HTTP headers (the Hub token) verbatim: kept at WARNING even under EMLC_DEBUG.
+THIRD_PARTY = ("urllib3", "httpx", "httpcore", "huggingface_hub", "filelock", "fsspec", "datasets", "requests",
+               "hpack", "h11", "h2", "asyncio", "PIL", "matplotlib")
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a missing option, a bad value) as one stderr line with exit code 2, not a panel."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NO_ARGS as err:  # bare `emlc` / `emlc recipes`: the help, as before
+            if not standalone_mode:
+                raise
+            err.show()
+            sys.exit(err.exit_code)
+        except CLICK_ERRORS as err:
+            if not standalone_mode:
+                raise
+            from emlc_cli import console
+
+            console.error(usage_line(err))
+            sys.exit(err.exit_code)
+        except ABORTS:
+            if not standalone_mode:
+                raise
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_line(err: Any) -> str:
+    """`Missing option '--clean'. (see emlc clean --help)`: the message on one line, with where to look."""
+    param = getattr(err, "param", None)
+    if type(err).__name__ == "MissingParameter" and getattr(param, "opts", None):
+        kind = "argument" if getattr(param, "param_type_name", "") == "argument" else "option"
+        names = str(param.name).upper() if kind == "argument" else " / ".join(param.opts)
+        line = f"missing {kind} {names}"
+    else:
+        line = " ".join(err.format_message().split())
+    ctx = getattr(err, "ctx", None)
+    if ctx is not None and err.exit_code == 2:
+        line += f" (see {ctx.command_path} --help)"
+    return redact(line)
+
+
+app = typer.Typer(name="emlc", help="Clean noisy labels with Enhanced Meta Label Correction.", cls=OneLineErrors,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)
 
@@ -31,6 +93,7 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
                 console.error(err.one_line())
             raise typer.Exit(err.exit_code) from None
         except Exception as err:  # map device OOM to its fix; everything else is a bug and keeps its traceback
+            _scrub(err)
             if type(err).__name__ != "OutOfMemoryError" or os.environ.get("EMLC_DEBUG"):
                 raise
             where = "" if _main_process() else f"rank {os.environ['RANK']}: "
@@ -39,6 +102,12 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _scrub(err: BaseException) -> None:
+    """An unexpected error keeps its traceback, but never a secret in its message."""
+    if has_secret(repr(err.args)):
+        err.args = tuple(redact(a) if isinstance(a, (str, bytes)) else a for a in err.args)
 
 
 def _main_process() -> bool:
@@ -54,8 +123,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version.")) -> None:
-    level = logging.DEBUG if os.environ.get("EMLC_DEBUG") else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(bool(os.environ.get("EMLC_DEBUG")))
+
+
+def configure_logging(debug: bool) -> None:
+    """WARNING for everything, DEBUG for emlc's own loggers under EMLC_DEBUG; HTTP libraries stay at WARNING
+    (at DEBUG they log request headers, the token among them), and every record passes a redacting filter."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("emlc_cli").setLevel(logging.DEBUG if debug else logging.NOTSET)
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    install_log_filter()
 
 
 def _register() -> None:

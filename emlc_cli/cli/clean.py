@@ -49,6 +49,8 @@ def clean_command(
                       command=command_line(ctx))
     resolved = load_recipe(recipe or ("features" if spec.uses_features else "default"), overrides or [])
     out_dir = out or Path("runs") / spec.run_name()
+    if distributed.is_main_process():  # before any data is read, also for --dry-run
+        _check_out(out_dir, spec, clean, labels, recipe, overwrite, resume)
     if dry_run:
         prepared = pipeline.prepare(spec, clean, resolved, labels, seed)
         console.text(dump_recipe(resolved))
@@ -62,3 +64,12 @@ def clean_command(
                                  resume=resume, strict=strict)
     if not quiet:
         console.clean_summary(result.summary, str(result.out))
+
+
+def _check_out(out_dir: Path, spec: object, clean: list[Path], labels: Optional[Path], recipe: Optional[str],
+               overwrite: bool, resume: bool) -> None:
+    """--out may not be, hold or lie inside DATA, and may not hold a file this run reads (manifests, recipe)."""
+    from emlc_cli.outputs import check_out_dir
+
+    reads = [(Path(p), "the input") for p in (*clean, labels, recipe) if p is not None and Path(p).exists()]
+    check_out_dir(out_dir, spec, overwrite, resume, protect=reads)

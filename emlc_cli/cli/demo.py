@@ -21,7 +21,15 @@ def demo_command(out: OutOpt = None, overrides: OverridesArg = None, device: Dev
         console.metrics_table("emlc demo (2,000 noisy + 200 verified CIFAR-10 images, 4 classes)", {
             "label accuracy before": labels["noisy_given_accuracy"],
             "label accuracy after": labels["noisy_corrected_accuracy"],
+            "estimated without the truth": _estimate(result["summary"]),
             "noise detection F1": labels["f1"],
             "student test accuracy": result["test_accuracy"],
             "run folder": result["run"] if out else "(temporary; pass --out DIR to keep it)",
         })
+
+
+def _estimate(summary: dict) -> str:
+    estimate = summary.get("label_accuracy")
+    if not estimate:
+        return "(the posterior rule gives it)"
+    return f"{estimate['given']['estimate']:.4f} -> {estimate['corrected']['estimate']:.4f}"

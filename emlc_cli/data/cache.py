@@ -2,18 +2,21 @@
 evaluation and prediction batches index.
 
 Where it lives (`data.cache`): `device` (GPU memory: batches never cross the bus), `memory` (host RAM) or
-`mmap` (a file beside the run folder, paged in by the OS, deleted when the run ends: 224 px datasets larger
-than RAM). `auto` picks device on CUDA when the cache takes under 30 % of the GPU, else memory when it takes
-under 25 % of RAM, else mmap. Under torchrun each rank decodes its share and receives the others', one shard
+`mmap` (a file beside the run folder, paged in by the OS, deleted when the run ends, or by the next run when
+a killed one could not: 224 px datasets larger than RAM). `auto` picks device on CUDA when the cache takes
+under 30 % of the GPU, else memory when it takes under 25 % of RAM, else mmap. Under torchrun each rank decodes its share and receives the others', one shard
 at a time, so no rank ever holds a second full copy.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +29,11 @@ from emlc_cli import distributed
 from emlc_cli.data.sources import LabeledImages, decode_images
 
 log = logging.getLogger(__name__)
+CACHE_PREFIX = ".emlc-cache-"
+HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]  # pids are only meaningful on one host
+# .emlc-cache-<pid>-<host tag>-<mkdtemp's 8 characters>: exactly what _cache_folder creates, nothing else
+CACHE_NAME = re.compile(r"\.emlc-cache-(\d+)-([0-9a-f]{8})-[a-z0-9_]{8}")
+CACHE_FILE = "images.npy"
 
 
 def placement(mode: str, nbytes: int, device: torch.device) -> str:
@@ -56,7 +64,8 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
         return
     shape = (len(ds), 3, size, size)
     where = placement(mode, int(np.prod(shape)), device)
-    folder = Path(tempfile.mkdtemp(prefix=".emlc-cache-", dir=_existing(near))) if where == "mmap" else None
+    remove_stale_caches(Path(_existing(near)))
+    folder = _cache_folder(near) if where == "mmap" else None
     try:
         cache = _allocate(shape, folder)
         bad = _decode_into(cache, ds, size, workers)
@@ -65,6 +74,48 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cache_folder(near: Path) -> Path:
+    """A new mmap cache folder beside the run, named after this process so a later run can tell it is stale."""
+    return Path(tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-{HOST_TAG}-", dir=_existing(near)))
+
+
+def remove_stale_caches(folder: Path) -> list[Path]:
+    """Delete the mmap caches a killed run left in `folder` (SIGKILL runs no cleanup): only folders named exactly
+    as _cache_folder names them, created on this host, holding nothing but the cache file, whose pid is dead."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    stale = [e for e in entries if _is_stale(e)]
+    for entry in stale:
+        shutil.rmtree(entry, ignore_errors=True)
+    if stale:
+        log.warning("removed %d image cache(s) left by killed runs in %s", len(stale), folder)
+    return stale
+
+
+def _is_stale(entry: Path) -> bool:
+    match = CACHE_NAME.fullmatch(entry.name)
+    if match is None or match[2] != HOST_TAG or _alive(int(match[1])):
+        return False
+    try:
+        return not entry.is_symlink() and entry.is_dir() and {p.name for p in entry.iterdir()} <= {CACHE_FILE}
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, owned by someone else
+        return True
+    return True
 
 
 def _existing(path: Path) -> str:
@@ -77,7 +128,7 @@ def _existing(path: Path) -> str:
 def _allocate(shape: tuple[int, ...], folder: Path | None) -> Tensor:
     if folder is None:
         return torch.zeros(shape, dtype=torch.uint8)
-    mapped = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
+    mapped = np.lib.format.open_memmap(folder / CACHE_FILE, mode="w+", dtype=np.uint8, shape=shape)
     return torch.from_numpy(mapped)
 
 

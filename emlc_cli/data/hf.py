@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
+from emlc_cli.data.hub_reach import check_hub_reachable
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.data.sources import LabeledImages, load_image_folder
 from emlc_cli.errors import DataError
@@ -156,6 +157,7 @@ def _load(datasets: Any, spec: SourceSpec, kind: str) -> Any:
     if kind == "hf_disk":
         return datasets.load_from_disk(spec.location)
     if kind == "hub":
+        check_hub_reachable(spec.location)
         return datasets.load_dataset(spec.repo_id, name=spec.config, split=spec.split, revision=spec.revision)
     if kind == "parquet" and Path(spec.location).is_file():
         return datasets.load_dataset("parquet", data_files={"train": spec.location}, split=spec.split)
@@ -213,7 +215,12 @@ def encode_labels(values: list[Any], column: str, feature: Any, where: str) -> t
     if missing is not None:
         raise DataError(f"column '{column}' has no label in row {missing}", path=where)
     if isinstance(feature, ClassLabel):
-        return np.asarray(values, dtype=np.int64), list(feature.names), list(range(len(feature.names))), "ClassLabel"
+        names = list(feature.names)
+        beyond = next((i for i, v in enumerate(values) if v >= len(names)), None)
+        if beyond is not None:
+            raise DataError(f"column '{column}', row {beyond}: label {values[beyond]} is not a class "
+                            f"(the ClassLabel has {len(names)} names, so 0..{len(names) - 1})", path=where)
+        return np.asarray(values, dtype=np.int64), names, list(range(len(names))), "ClassLabel"
     kinds = {type(v) for v in values}
     if not (kinds <= {str} or kinds <= {int}):
         names = ", ".join(sorted(k.__name__ for k in kinds))
@@ -305,7 +312,11 @@ def lazy_images(dataset: Any, column: str) -> Any:
         cell = raw[i][column]
         if cell is None:
             raise ValueError("no image in this row")
-        return Image.open(io.BytesIO(cell["bytes"])) if cell.get("bytes") else Image.open(cell["path"])
+        if cell.get("bytes"):
+            return Image.open(io.BytesIO(cell["bytes"]))
+        if not Path(cell["path"]).is_file():  # a FIFO would block the decoder forever
+            raise ValueError(f"not a regular file: {cell['path']}")
+        return Image.open(cell["path"])
 
     return open_image
 
@@ -323,7 +334,7 @@ def load_npy(spec: SourceSpec) -> LabeledImages:
     if len(rows) != len(matrix):
         raise DataError(f"{len(rows)} label rows for {len(matrix)} feature rows", path=spec.labels_csv)
     ids = unique_ids([key for key, _, _ in rows], "id", spec.labels_csv)
-    values: list[Any] = [label for _, label, _ in rows]
+    values: list[Any] = [label.strip() for _, label, _ in rows]
     if all(v.lstrip("-").isdigit() for v in values):
         values = [int(v) for v in values]
     labels, classes, distinct, label_type = encode_labels(values, "label", None, spec.labels_csv)

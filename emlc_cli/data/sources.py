@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from emlc_cli.data.manifest import read_path_label_csv
+from emlc_cli.data.manifest import normalise_relpath, read_path_label_csv
 from emlc_cli.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,12 @@ class LabeledImages:
         return {p: i for i, p in enumerate(self.paths)}
 
     def open(self, i: int) -> Image.Image:
-        return self.open_image(i) if self.open_image is not None else Image.open(self.root / self.paths[i])
+        if self.open_image is not None:
+            return self.open_image(i)
+        path = self.root / self.paths[i]
+        if not path.is_file():  # a FIFO named img.jpg would block the decoder forever
+            raise OSError("not a regular file")
+        return Image.open(path)
 
 
 def load_image_folder(root: Path, labels_csv: Path | None = None) -> LabeledImages:
@@ -63,7 +69,7 @@ def load_image_folder(root: Path, labels_csv: Path | None = None) -> LabeledImag
 
 
 def _from_class_folders(root: Path) -> LabeledImages:
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = _class_folders(root)
     if not class_dirs:
         raise DataError("no class folders found (expected DATA/<class>/<image>, or pass --labels labels.csv)", path=root)
     if len(class_dirs) < 2:
@@ -79,8 +85,27 @@ def _from_class_folders(root: Path) -> LabeledImages:
     return _sorted_images(root, paths, labels, [d.name for d in class_dirs], ignored)
 
 
+def _class_folders(root: Path) -> list[Path]:
+    """Sub-folders of DATA, except hidden ones and symlinks that resolve inside DATA or above it (a link back to
+    DATA would become a class holding every image, or a loop); those are skipped with one warning."""
+    top = root.resolve()
+    folders, looped = [], []
+    for d in sorted(root.iterdir()):
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        target = d.resolve()
+        if d.is_symlink() and (target.is_relative_to(top) or top.is_relative_to(target)):
+            looped.append(d.name)
+            continue
+        folders.append(d)
+    if looped:
+        log.warning("skipped %d symlinked class folder(s) that point inside the data folder or above it: %s",
+                    len(looped), ", ".join(looped))
+    return folders
+
+
 def _from_labels_csv(root: Path, labels_csv: Path) -> LabeledImages:
-    rows = read_path_label_csv(labels_csv)
+    rows = [(path, label.strip(), row) for path, label, row in read_path_label_csv(labels_csv)]
     classes = sorted({label for _, label, _ in rows})
     if len(classes) < 2:
         raise DataError("at least two distinct labels are needed", path=labels_csv)
@@ -107,24 +132,27 @@ def _list_images(folder: Path) -> tuple[list[Path], int]:
         for name in filenames:
             if name.startswith("."):
                 continue
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(Path(dirpath) / name)
+            full = Path(dirpath) / name
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and full.is_file():  # no FIFO, socket or device
+                images.append(full)
             else:
                 others += 1
     return images, others
 
 
 def check_inside(root: Path, relpath: str, source: Path, row: int) -> Path:
-    """Resolve a manifest path against DATA; refuse anything that leads outside it."""
-    if not relpath or Path(relpath).is_absolute() or relpath.startswith(("/", "\\")):
-        raise DataError(f"path '{relpath}' must be relative to the data folder", path=source, row=row)
-    full = (root / relpath)
+    """Resolve a manifest path against DATA; refuse anything that leads outside it, or that is not a regular
+    file (a FIFO named img.jpg would block the decoder forever)."""
+    if not relpath:
+        raise DataError("empty path", path=source, row=row)
+    full = root / normalise_relpath(relpath, source, row)
     try:
         full.resolve().relative_to(root.resolve())
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         raise DataError(f"path '{relpath}' leads outside the data folder", path=source, row=row) from None
     if not full.is_file():
-        raise DataError(f"image '{relpath}' not found in {root}", path=source, row=row)
+        what = "is not a regular file" if full.exists() else f"not found in {root}"
+        raise DataError(f"image '{relpath}' {what}", path=source, row=row)
     return full
 
 
@@ -133,6 +161,9 @@ def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range 
     """Decode every item of `rows` (default: all) once: uint8 [n, 3, size, size] for images (into `out` when
     given), float32 [n, D] for feature vectors. Unreadable images come back listed as (dataset index, reason)."""
     rows = range(len(data)) if rows is None else rows
+    # Over Image.MAX_IMAGE_PIXELS PIL warns once per image (thousands of lines on a large folder); over twice that
+    # it raises DecompressionBombError, recorded below as unreadable. Set per call: callers may reset the filters.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     if data.features is not None:
         return torch.as_tensor(np.asarray(data.features[rows.start: rows.stop], dtype=np.float32)), []
     out = torch.zeros((len(rows), 3, size, size), dtype=torch.uint8) if out is None else out
@@ -141,7 +172,8 @@ def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range 
     def work(i: int) -> None:
         try:
             out[i - rows.start] = torch.from_numpy(_read_rgb(data.open(i), size)).permute(2, 0, 1)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
+                EOFError, MemoryError, IndexError, TypeError) as err:  # PIL's many ways to fail on one bad file
             bad.append((i, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
 
     threads = workers or min(8, (os.cpu_count() or 1) * 2)

@@ -1,0 +1,74 @@
+"""What --resume checks: the saved state is emlc's, and the inputs are those it was saved with.
+
+A run continues only from the same data listing and labels, the same verified set, the same resolved recipe
+and the same seed (the process count is checked by the trainer); anything else would silently mix two runs."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emlc_cli.errors import OutputError
+
+STATE_KEYS = {"trainer": dict, "recipe": dict, "seed": int, "inputs": dict}
+START_AFRESH = "run the command as it was, or drop --resume and pass --overwrite to start afresh"
+
+
+def fingerprint(paths: list[str], labels: np.ndarray, classes: list[str], verified: dict[int, int], recipe: dict[str, Any],
+                seed: int) -> dict[str, Any]:
+    """Digests of the inputs a training state depends on (the recipe kept whole, to name a changed key)."""
+    return {
+        "data": _digest([paths, np.asarray(labels).tolist(), classes]),
+        "classes": list(classes),
+        "verified": _digest(sorted((int(i), int(label)) for i, label in verified.items())),
+        "recipe": recipe,
+        "seed": int(seed),
+    }
+
+
+def check_state(state: Any, path: Path) -> dict[str, Any]:
+    """A training state emlc wrote: the keys it needs, of the right types."""
+    if not isinstance(state, dict):
+        raise OutputError(f"{path}: not an emlc training state; {START_AFRESH}")
+    for key, kind in STATE_KEYS.items():
+        if not isinstance(state.get(key), kind):
+            raise OutputError(f"{path}: not an emlc training state (no valid '{key}'); {START_AFRESH}")
+    return state
+
+
+def check_same_inputs(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse a resume whose inputs differ from the interrupted run's, naming the first difference."""
+    if saved.get("classes") != now["classes"]:
+        raise OutputError(f"--resume: the classes changed since the run was interrupted ({_short(saved.get('classes'))} -> "
+                          f"{_short(now['classes'])}); {START_AFRESH}")
+    if saved.get("data") != now["data"]:
+        raise OutputError(f"--resume: the data (image list or given labels) changed since the run was interrupted; {START_AFRESH}")
+    if saved.get("verified") != now["verified"]:
+        raise OutputError(f"--resume: the verified set (--clean) changed since the run was interrupted; {START_AFRESH}")
+    if saved.get("seed") != now["seed"]:
+        raise OutputError(f"--resume: --seed {now['seed']} differs from the interrupted run's {saved.get('seed')}; {START_AFRESH}")
+    changed = _first_difference(saved.get("recipe"), now["recipe"])
+    if changed:
+        raise OutputError(f"--resume: the recipe changed since the run was interrupted ({changed}); {START_AFRESH}")
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            found = _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return ""
+    return "" if old == new else f"{prefix.rstrip('.')}: {_short(old)} -> {_short(new)}"
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,91 @@
+"""The verified set, prepared before any training: the dataset read, the verified manifests resolved against it,
+coverage warnings, and the stratified holdout that validates every decision."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emlc_cli.data.hf import SourceSpec, check_model_input, load_source, manifest_key
+from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
+from emlc_cli.data.sources import LabeledImages, check_inside
+from emlc_cli.errors import DataError
+from emlc_cli.models import validate_backbone
+from emlc_cli.recipe import Recipe
+
+
+@dataclass
+class Prepared:
+    """Everything validated before the first training step."""
+
+    dataset: LabeledImages
+    verified: dict[int, int]
+    holdout: list[int]
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def clean_train(self) -> list[int]:
+        held = set(self.holdout)
+        return [i for i in sorted(self.verified) if i not in held]
+
+    @property
+    def noisy(self) -> list[int]:
+        return [i for i in range(len(self.dataset)) if i not in self.verified]
+
+
+def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, labels_csv: Path | None = None, seed: int = 0) -> Prepared:
+    """Read and validate the dataset and the verified subset; nothing is trained or written.
+
+    `data` is an image folder, or any source emlc_cli.data.hf reads (a SourceSpec, or a path / hf:// string)."""
+    validate_backbone(recipe.model.backbone, recipe.model.weights)
+    dataset = load_source(data, labels_csv)
+    check_model_input(dataset, recipe.model.backbone)
+    verified: dict[int, int] = {}
+    index = dataset.index_of()
+    key = manifest_key(dataset)
+    for manifest in clean_csv:
+        rows = read_path_label_csv(Path(manifest), key=key)
+        for path, _, row in rows:
+            if key == "path":
+                check_inside(dataset.root, path, Path(manifest), row)
+        for i, label in resolve_clean_rows(rows, Path(manifest), index, dataset.classes).items():
+            if verified.setdefault(i, label) != label:
+                raise DataError(f"'{dataset.paths[i]}' is verified with conflicting labels across manifests", path=manifest)
+    _check_enough(verified, dataset, clean_csv, recipe)
+    holdout = _holdout(verified, recipe.data.holdout_fraction, seed)
+    return Prepared(dataset, verified, holdout, _coverage_warnings(verified, dataset.classes))
+
+
+def _check_enough(verified: dict[int, int], dataset: LabeledImages, clean_csv: list[Path], recipe: Recipe) -> None:
+    needed = max(4, len(dataset.classes))
+    if len(verified) < needed:
+        where = ", ".join(map(str, clean_csv))
+        raise DataError(f"{len(verified)} verified samples; at least {needed} are needed (one per class, {len(dataset.classes)} classes)", path=where)
+    if len(verified) >= len(dataset):
+        raise DataError("every image is verified: there is nothing left to clean", path=dataset.root)
+
+
+def _coverage_warnings(verified: dict[int, int], classes: list[str]) -> list[str]:
+    counts = np.bincount(np.fromiter(verified.values(), dtype=np.int64), minlength=len(classes))
+    return [
+        f"class '{classes[c]}' has no verified sample: the teacher learns it only from noisy labels and the holdout cannot score it"
+        for c in np.flatnonzero(counts == 0)
+    ]
+
+
+def _holdout(verified: dict[int, int], fraction: float, seed: int) -> list[int]:
+    """A stratified slice of the verified set (at least one per class that has two or more)."""
+    if fraction <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, label in sorted(verified.items()):
+        by_class.setdefault(label, []).append(i)
+    held: list[int] = []
+    for members in by_class.values():
+        if len(members) >= 2:
+            take = min(len(members) - 1, max(1, round(fraction * len(members))))
+            held += rng.choice(members, size=take, replace=False).tolist()
+    return sorted(held)

@@ -1,0 +1,82 @@
+"""The guarded decision and the label-accuracy estimate, on synthetic predictions where the truth is known."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from emlc_cli import corrections, evidence
+
+
+def task(noise: float, signal: float, n: int = 3000, holdout: int = 300, classes: int = 5, seed: int = 0):
+    """Calibrated probabilities of a Gaussian-logit model (stronger with `signal`), symmetric noise at `noise`."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, n + holdout)
+    logits = rng.normal(0, 1, (n + holdout, classes))
+    logits[np.arange(n + holdout), true] += signal
+    probs = corrections.softmax(signal * logits)
+    flip = rng.random(n + holdout) < noise
+    given = np.where(flip, (true + rng.integers(1, classes, n + holdout)) % classes, true)
+    return probs[:n], given[:n], true[:n], probs[n:], true[n:], given[n:]
+
+
+def judged(noise: float, signal: float, in_place: bool, **kw):
+    probs, given, true, hp, hl, hg = task(noise, signal, **kw)
+    em = corrections.estimate_transition(probs, given, probs.shape[1])
+    held_given = hg if in_place else hl
+    return evidence.judge(probs, given, hp, hl, held_given, hl, held_given, em), given, true
+
+
+def test_a_weak_model_changes_nothing_and_says_why():
+    result, given, true = judged(0.1, 0.3, in_place=False)
+    assert (result.labels == given).all()
+    assert result.report["too_weak"] and "no rule beat the given labels" in result.report["reason"]
+
+
+def test_a_strong_model_corrects_heavy_noise():
+    result, given, true = judged(0.4, 2.0, in_place=False)
+    assert (result.labels == true).mean() > (given == true).mean() + 0.2
+    assert result.report["margin"] is not None
+
+
+def test_never_worse_than_the_given_labels_across_noise_and_strength():
+    for noise in (0.05, 0.2, 0.5):
+        for signal in (0.2, 0.8, 2.0):
+            result, given, true = judged(noise, signal, in_place=True, seed=1)
+            assert (result.labels == true).mean() >= (given == true).mean() - 0.003, (noise, signal)
+
+
+def test_in_place_pairs_estimate_the_given_accuracy_with_an_interval():
+    covered, errors = 0, []
+    for seed in range(10):
+        result, given, true = judged(0.3, 1.0, in_place=True, n=2000, holdout=400, seed=seed)
+        report = result.report
+        assert report["in_place_pairs"] == 400 and report["source"].startswith("verified images kept in place")
+        covered += report["given"]["low"] <= (given == true).mean() <= report["given"]["high"]
+        errors.append(report["corrected"]["estimate"] - (result.labels == true).mean())
+    assert covered >= 8  # a 95 % interval
+    assert abs(np.mean(errors)) < 0.02 and max(map(abs, errors)) < 0.06
+
+
+def test_verified_filed_under_their_class_are_not_taken_for_noise_free_pairs():
+    counts = evidence.pair_counts(np.array([0, 1, 2, 1]), np.array([0, 1, 2, 1]), 3)
+    assert not evidence.in_place(counts)
+    assert evidence.in_place(evidence.pair_counts(np.array([0, 1]), np.array([0, 2]), 3))
+
+
+def test_label_chances_are_distributions_that_keep_the_diagonal():
+    probs, given, true, hp, hl, _ = task(0.3, 1.0, n=50, holdout=50)
+    transition = corrections.estimate_transition(probs, given, 5)
+    chances = evidence.label_chances(hp, hl, transition)
+    assert np.allclose(chances.sum(1), 1) and np.allclose(chances[np.arange(50), hl], transition[hl, hl])
+
+
+def test_wilson_interval_contains_the_proportion_and_narrows():
+    low, high = evidence.wilson(90, 100)
+    assert low < 0.9 < high and high - low > evidence.wilson(900, 1000)[1] - evidence.wilson(900, 1000)[0]
+    assert evidence.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_too_few_holdout_images_change_nothing():
+    decision = evidence.choose_margin(np.eye(3)[:1], np.array([0]), np.eye(3))
+    assert math.isinf(decision.margin) and "too few" in decision.reason
