@@ -33,7 +33,10 @@ def train_ce(recipe, images, labels, num_classes, seed):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     m, t = recipe.model, recipe.train
-    model = build_classifier(m.backbone, num_classes, m.width, m.small_stem).to(memory_format=torch.channels_last)
+    in_features = int(images.shape[1]) if images.ndim == 2 else 0
+    model = build_classifier(m.backbone, num_classes, m.width, m.small_stem, in_features=in_features)
+    if images.ndim == 4:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=t.student_lr, momentum=t.student_momentum, weight_decay=t.weight_decay)
     batches = BatchMaker(torch.device("cpu"), recipe.data.augment)
     steps = t.epochs * max(1, len(labels) // t.batch_size)
@@ -76,7 +79,8 @@ def row(name, corrected, given, truth, noisy, test_acc, seconds):
     c, g, t = corrected[noisy].numpy(), given[noisy].numpy(), truth[noisy].numpy()
     det = metrics.detection(c != g, g != t)
     return {"method": name, "given_acc": metrics.accuracy(g, t), "corrected_acc": metrics.accuracy(c, t),
-            "detection_f1": det["f1"], "student_test_acc": test_acc, "seconds": round(seconds, 1)}
+            "detection_precision": det["precision"], "detection_recall": det["recall"], "detection_f1": det["f1"],
+            "changed": int((c != g).sum()), "student_test_acc": test_acc, "seconds": round(seconds, 1)}
 
 
 def run_cleanlab(recipe, images, given, noisy, classes, folds, seed, test_images, test_labels):

@@ -90,6 +90,8 @@ def clean_summary(summary: dict[str, Any], out_dir: str) -> None:
 
 def label_accuracy_text(estimate: dict[str, Any]) -> str:
     given, fixed = estimate["given"], estimate["corrected"]
+    if given is None or fixed is None:
+        return estimate["source"]
     return (f"given {given['estimate']:.1%} ({given['low']:.1%}-{given['high']:.1%}), corrected {fixed['estimate']:.1%} "
             f"({fixed['low']:.1%}-{fixed['high']:.1%}); from {estimate['source']}")
 

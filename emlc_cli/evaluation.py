@@ -1,10 +1,11 @@
 """`emlc evaluate`: score a run's student on labelled images, or its corrected labels against truth."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import posixpath
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -24,15 +25,28 @@ from emlc_cli.runtime import pick_device
 def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the student from its JSON config and safetensors weights."""
     state, config = load_model_files(run, "student")
-    model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"],
-                             in_features=config.get("in_features", 0))
-    model.load_state_dict(state)
+    where = Path(run) / "student.json"
+    with _mismatch_is_one_line(where):
+        model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"],
+                                 in_features=config.get("in_features", 0))
+        model.load_state_dict(state)
     frozen = config.get("frozen_backbone")
     if frozen:
-        backbone, _ = build_backbone(frozen["architecture"], config["width"], frozen["small_stem"])
-        backbone.load_state_dict(load_model_files(run, "backbone")[0])
+        with _mismatch_is_one_line(Path(run) / "backbone.json"):
+            backbone, _ = build_backbone(frozen["architecture"], config["width"], frozen["small_stem"])
+            backbone.load_state_dict(load_model_files(run, "backbone")[0])
         model = FrozenFeatures(backbone, model)
     return model.to(device).eval(), config
+
+
+@contextlib.contextmanager
+def _mismatch_is_one_line(config: Path) -> Iterator[None]:
+    """A config that does not describe its weights (edited, or from another run) names the file."""
+    try:
+        yield
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"does not match its weights ({first[:160]})", path=config) from None
 
 
 @torch.no_grad()

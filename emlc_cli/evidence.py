@@ -2,7 +2,7 @@
 
 Pure numpy. The verified holdout is the only data the model did not train on, so it is where a decision is
 validated: each holdout image (true label y, out-of-sample probabilities p) is scored as if it had arrived with
-given label g, weighted by T[y, g], the estimated chance that a true y is labelled g. Verified images kept *in
+given label g, weighted by the chance that it would be labelled g (`label_chances`). Verified images kept *in
 place* (their given label in DATA differs from the verified label for some of them) are direct observations of
 the noise: their (verified, given) pairs estimate T and the given labels' accuracy without any model.
 """
@@ -15,6 +15,8 @@ import numpy as np
 
 MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)  # log-odds a new label must win by over the given one
 Z = 1.96  # two-sided 95 % intervals
+Z_ONE_SIDED = 1.645  # a margin is used only when its gain is above zero with 95 % confidence
+MIN_HOLDOUT = 6  # below this the spread of the holdout gain cannot be estimated at all
 
 
 @dataclass
@@ -38,6 +40,18 @@ def in_place(counts: np.ndarray) -> bool:
     """Verified images filed under their verified class show no disagreement at all; one disagreement means
     the user verified images where they were, and the pairs measure the noise."""
     return bool(counts.sum() - np.trace(counts) > 0)
+
+
+def shrink_transition(em: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """EM's transition pulled `weight` of the way towards its symmetric version (the same mean diagonal, the rest
+    spread evenly). A weak model's EM gets the mean noise roughly right but not where it goes; in our benchmarks
+    halfway was, of 0, 1/4, 1/2 and 3/4, the best or within 0.2 points of it on light and heavy real noise
+    alike (benchmarks/RESULTS.md)."""
+    k = em.shape[0]
+    stay = float(np.diag(em).mean())
+    symmetric = np.full((k, k), (1 - stay) / max(1, k - 1))
+    np.fill_diagonal(symmetric, stay)
+    return (1 - weight) * em + weight * symmetric
 
 
 def blend_transition(em: np.ndarray, counts: np.ndarray, strength: float = 10.0) -> np.ndarray:
@@ -102,15 +116,17 @@ def label_chances(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray)
 
 def choose_margin(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray, given: np.ndarray | None = None,
                   margins: tuple[float, ...] = MARGINS) -> Decision:
-    """The margin whose holdout gain has the best lower bound (mean - one standard error); none (change nothing)
-    when no margin's lower bound is above zero: the evidence is too weak to correct."""
-    if len(labels) < 2:
-        return Decision(math.inf, 0.0, 0.0, f"only {len(labels)} verified holdout images: too few to validate any change")
+    """Among the margins whose holdout gain is above zero with 95 % confidence (one-sided), the one with the
+    largest gain; none (change nothing) when no margin is, or the holdout is too small to tell: the evidence is
+    too weak to correct."""
+    if len(labels) < MIN_HOLDOUT:
+        return Decision(math.inf, 0.0, 0.0, f"only {len(labels)} verified images are held out to check the corrections "
+                                            f"(at least {MIN_HOLDOUT} are needed)")
     best = Decision(math.inf, 0.0, 0.0, "")
     for margin in margins:
         gains = holdout_gains(probs, labels, transition, margin, given)
         mean, se = float(gains.mean()), float(gains.std(ddof=1) / math.sqrt(len(gains)))
-        if mean - se > best.gain - best.gain_se and mean - se > 0:
+        if mean - Z_ONE_SIDED * se > 0 and mean > best.gain:
             best = Decision(margin, mean, se, "")
     if math.isinf(best.margin):
         best.reason = (f"no rule beat the given labels on the {len(labels)} verified holdout images "
@@ -139,7 +155,8 @@ def judge(probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, holdo
     transition estimate from the pool."""
     counts = pair_counts(verified_labels, verified_given, em.shape[0])
     pairs = in_place(counts)
-    transition = blend_transition(em, counts) if pairs else em
+    prior = shrink_transition(em)
+    transition = blend_transition(prior, counts) if pairs else prior
     decision = choose_margin(holdout_probs, holdout_labels, transition, holdout_given if pairs else None)
     labels = given.copy() if math.isinf(decision.margin) else decide(probs, given, transition, decision.margin)
     dist = probs * transition[:, given].T
@@ -147,11 +164,11 @@ def judge(probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, holdo
     rows = np.arange(len(given))
     confidence = dist[rows, labels]
     pool_gain = float(np.mean(dist[rows, labels] - dist[rows, given])) if len(given) else 0.0
-    report = accuracy_report(counts, pairs, transition, verified_labels, decision, pool_gain, int(np.sum(labels != given)))
+    report = accuracy_report(counts, pairs, em, verified_labels, decision, pool_gain, int(np.sum(labels != given)))
     return Judgement(labels, confidence, dist, transition, decision, report)
 
 
-def accuracy_report(counts: np.ndarray, pairs: bool, transition: np.ndarray, verified_labels: np.ndarray,
+def accuracy_report(counts: np.ndarray, pairs: bool, em: np.ndarray, verified_labels: np.ndarray,
                     decision: Decision, pool_gain: float, changed: int) -> dict:
     """Estimated label accuracy of the given and corrected labels, with 95 % intervals.
 
@@ -161,18 +178,31 @@ def accuracy_report(counts: np.ndarray, pairs: bool, transition: np.ndarray, ver
     high in some of our benchmarks: an over-confident posterior, a holdout the model never memorised), its
     interval widened by the holdout gain's spread."""
     n = counts.sum()
+    prior = np.bincount(verified_labels, minlength=em.shape[0]) / max(1, len(verified_labels))
+    from_model = given_accuracy(em, prior)
+    too_weak = math.isinf(decision.margin)
     if pairs:
         given, (low, high), source = float(np.trace(counts) / n), wilson(np.trace(counts), n), "verified images kept in place"
+    elif too_weak:  # a model too weak to correct is too weak to measure the noise: say so, not a number
+        return _unknown_accuracy(decision, from_model, changed)
     else:
-        prior = np.bincount(verified_labels, minlength=transition.shape[0]) / max(1, len(verified_labels))
-        given, source = given_accuracy(transition, prior), "model (noise transition estimated from the noisy pool)"
+        given, source = from_model, "model (noise transition estimated from the noisy pool; can be several points off)"
         low, high = wilson(given * n, n)
     spread, gain = Z * decision.gain_se, min(pool_gain, decision.gain)
     corrected = {"estimate": min(1.0, given + gain), "low": max(0.0, low + gain - spread),
                  "high": min(1.0, high + gain + spread)}
     return {"given": {"estimate": given, "low": low, "high": high}, "corrected": corrected, "source": source,
-            "noise_rate": 1 - given, "in_place_pairs": int(n) if pairs else 0,
+            "noise_rate": 1 - given, "noise_rate_model": 1 - from_model,
+            "noise_rate_pairs": 1 - given if pairs else None, "in_place_pairs": int(n) if pairs else 0,
             "margin": None if math.isinf(decision.margin) else decision.margin,
             "holdout_gain": decision.gain, "holdout_gain_se": decision.gain_se, "pool_expected_gain": pool_gain,
             "changed": changed,
             "too_weak": math.isinf(decision.margin), "reason": decision.reason}
+
+
+def _unknown_accuracy(decision: Decision, from_model: float, changed: int) -> dict:
+    return {"given": None, "corrected": None, "noise_rate": None, "noise_rate_model": 1 - from_model,
+            "noise_rate_pairs": None, "in_place_pairs": 0, "margin": None, "holdout_gain": 0.0, "holdout_gain_se": 0.0,
+            "pool_expected_gain": 0.0, "changed": changed, "too_weak": True, "reason": decision.reason,
+            "source": "unknown: the model is too weak to measure the noise; verified images kept in place "
+                      "(in their given-label folder, right label in the manifest) would measure it directly"}

@@ -196,10 +196,10 @@ def _summary_rows(summary: dict[str, Any]) -> list[str]:
     rows = []
     if "noisy" in summary:
         rows.append(f"| rows cleaned (noisy pool) | {summary['noisy']} |")
-    if "estimated_noise_rate" in summary:
+    if summary.get("estimated_noise_rate") is not None:
         rows.append(f"| estimated noise rate | {summary['estimated_noise_rate']:.1%} |")
     estimate = summary.get("label_accuracy")
-    if isinstance(estimate, dict) and "given" in estimate and "corrected" in estimate:
+    if isinstance(estimate, dict) and estimate.get("given") and estimate.get("corrected"):
         rows.append(f"| label accuracy, estimated (given -> corrected) | {estimate['given']['estimate']:.1%} -> "
                     f"{estimate['corrected']['estimate']:.1%} |")
     if "best_holdout_score" in summary:

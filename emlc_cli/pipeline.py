@@ -359,7 +359,7 @@ def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped:
         "verified_train": len(prepared.clean_train), "holdout": len(prepared.holdout),
         "holdout_paths": [ds.paths[i] for i in prepared.holdout], "validation_seconds": round(prepared.seconds, 2),
         "changed": int(changed.sum()),
-        "estimated_noise_rate": result.evidence.get("noise_rate", float(changed.mean()) if len(changed) else 0.0),
+        "estimated_noise_rate": result.evidence["noise_rate"] if result.evidence else float(changed.mean()) if len(changed) else 0.0,
         "label_accuracy": result.evidence or None,
         "changed_per_class": {classes[c]: int(changed[given == c].sum()) for c in range(len(classes))},
         "classes": classes, "change_matrix": metrics.change_matrix(given, fixed, len(classes)),

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ def load_run(run: Path, top: int = REPORT_TOP) -> RunView:
 
 _NUMBER = (int, float)
 SUMMARY_TYPES: dict[str, Any] = {
-    "images": int, "noisy": int, "verified": int, "changed": int, "estimated_noise_rate": _NUMBER,
+    "images": int, "noisy": int, "verified": int, "changed": int, "estimated_noise_rate": (*_NUMBER, type(None)),
     "train_seconds": _NUMBER, "images_per_s": _NUMBER, "wall_seconds": _NUMBER, "best_holdout_score": (*_NUMBER, type(None)),
     "recipe": str, "rule": str, "device": str, "classes": list, "change_matrix": list, "changed_per_class": dict,
     "epochs": list, "warnings": list, "skipped": (dict, list),
@@ -259,6 +260,8 @@ def _find_helper(name: str) -> Optional[Callable[..., Any]]:
 def _open_inside(root: Path, relpath: str) -> Image.Image:
     full = (root / relpath).resolve()
     full.relative_to(root.resolve())  # ValueError for a path leading outside the data folder
+    if not full.is_file():  # a FIFO would block the report forever
+        raise OSError("not a regular file")
     return Image.open(full)
 
 
@@ -277,7 +280,8 @@ class Thumbnails:
             return None
         side = size or self.size
         try:
-            with self.opener(path) as img:
+            with warnings.catch_warnings(), self.opener(path) as img:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img.draft("RGB", (side, side))
                 rgb = _to_rgb(img)
             rgb.thumbnail((side, side), Image.BICUBIC)

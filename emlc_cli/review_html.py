@@ -59,7 +59,7 @@ def _summary(view: RunView, missing: int) -> str:
         ("noisy pool", f"{noisy:,}"),
         ("verified", f"{s.get('verified', 0):,}"),
         ("labels changed", f"{changed:,}"),
-        ("estimated noise", f"{s.get('estimated_noise_rate', 0.0):.1%}"),
+        ("estimated noise", _percent(s.get("estimated_noise_rate", 0.0))),
         *_estimate_stats(s.get("label_accuracy")),
         ("recipe", s.get("recipe", "?")),
         ("rule", s.get("rule", "?")),
@@ -77,6 +77,10 @@ def _summary(view: RunView, missing: int) -> str:
                      "they show as grey squares.</p>")
     return (f'<section id="summary"><h2>Summary</h2><dl class="stats">{cells}</dl>{"".join(notes)}'
             f'<div class="columns">{_per_class(view)}<div>{_epochs(s)}{_recipe(view)}</div></div></section>')
+
+
+def _percent(value: Any) -> str:
+    return "unknown" if value is None else f"{value:.1%}"
 
 
 def _estimate_stats(estimate: object) -> list[tuple[str, str]]:

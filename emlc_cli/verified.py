@@ -75,10 +75,15 @@ def _coverage_warnings(verified: dict[int, int], classes: list[str]) -> list[str
     ]
 
 
+HOLDOUT_FLOOR = 30  # images the holdout grows to on small verified sets (up to a third of them): see evidence.py
+
+
 def _holdout(verified: dict[int, int], fraction: float, seed: int) -> list[int]:
-    """A stratified slice of the verified set (at least one per class that has two or more)."""
+    """A stratified slice of the verified set (at least one per class that has two or more). On small verified
+    sets the slice grows to HOLDOUT_FLOOR images, at most a third of the set, so that corrections can be checked."""
     if fraction <= 0:
         return []
+    fraction = max(fraction, min(1 / 3, HOLDOUT_FLOOR / max(1, len(verified))))
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}
     for i, label in sorted(verified.items()):

@@ -79,4 +79,27 @@ def test_wilson_interval_contains_the_proportion_and_narrows():
 
 def test_too_few_holdout_images_change_nothing():
     decision = evidence.choose_margin(np.eye(3)[:1], np.array([0]), np.eye(3))
-    assert math.isinf(decision.margin) and "too few" in decision.reason
+    assert math.isinf(decision.margin) and "at least 6 are needed" in decision.reason
+
+
+def test_small_verified_sets_hold_out_enough_to_check_corrections():
+    from emlc_cli.verified import _holdout
+
+    small = {i: i % 10 for i in range(100)}
+    large = {i: i % 10 for i in range(1000)}
+    assert 28 <= len(_holdout(small, 0.1, 0)) <= 34 and len(_holdout(large, 0.1, 0)) == 100
+    assert _holdout(small, 0.0, 0) == []
+
+
+def test_shrinking_keeps_the_mean_noise_and_rows_sum_to_one():
+    em = np.array([[0.8, 0.2, 0.0], [0.0, 0.9, 0.1], [0.3, 0.0, 0.7]])
+    shrunk = evidence.shrink_transition(em)
+    assert np.allclose(shrunk.sum(1), 1) and np.isclose(np.diag(shrunk).mean(), np.diag(em).mean())
+    assert np.allclose(shrunk[0, 2], 0.5 * (1 - 0.8) / 2)
+
+
+def test_a_model_too_weak_to_correct_claims_no_accuracy_without_in_place_pairs():
+    result, _, _ = judged(0.3, 0.2, in_place=False)
+    report = result.report
+    assert report["too_weak"] and report["given"] is None and report["noise_rate"] is None
+    assert "in place" in report["source"] and 0 <= report["noise_rate_model"] <= 1

@@ -393,3 +393,24 @@ def test_weights_that_do_not_fit_are_one_line(noisy_folder):
 
     with pytest.raises(RecipeError, match=r"other.pt: does not fit the network"):
         build_backbone("small_cnn", 8, True, str(weights))
+
+
+def test_review_shows_a_fifo_as_a_placeholder_instead_of_hanging(tmp_path):
+    import threading
+
+    from tests.test_review import fake_run, make_folder
+
+    root = tmp_path / "images"
+    rows, _ = make_folder(root, per_class=4)
+    victim = root / rows[0][0]
+    victim.unlink()
+    os.mkfifo(victim)
+    run = fake_run(tmp_path, [(p, g, g if i else "green", 0.9) for i, (p, g) in enumerate(rows)], root=root)
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(r=runner.invoke(app, ["review", str(run), "--out", str(tmp_path / "r.html")])),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "emlc review blocked on a FIFO"
+    assert result["r"].exit_code == 0, result["r"].output
+    assert (tmp_path / "r.html").is_file()

@@ -90,18 +90,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def make_folder(root: Path, per_class: int = 20, seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def make_folder(root: Path, per_class: int = 20, seed: int = 0, verified: int = 4) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """An image folder like conftest's noisy_folder; returns (all rows as path,given, verified rows)."""
     rng = np.random.default_rng(seed)
     rows, clean = [], []
     for c, name in enumerate(CLASSES):
         for i in range(per_class):
-            given = CLASSES[(c + 1) % 3] if i >= 4 and rng.random() < 0.3 else name
+            given = CLASSES[(c + 1) % 3] if i >= verified and rng.random() < 0.3 else name
             rel = f"{given}/{name}_{i:02d}.png"
             (root / given).mkdir(parents=True, exist_ok=True)
             make_image(COLOURS[name], rng).save(root / rel)
             rows.append((rel, given))
-            if i < 4:
+            if i < verified:
                 clean.append((rel, name))
     return sorted(rows), clean
 
@@ -110,9 +110,10 @@ def make_folder(root: Path, per_class: int = 20, seed: int = 0) -> tuple[list[tu
 def small_run(tmp_path_factory) -> dict:
     """One real (tiny) emlc run, shared by the report tests of this module."""
     tmp = tmp_path_factory.mktemp("review")
-    _, clean = make_folder(tmp / "images", per_class=30)
+    _, clean = make_folder(tmp / "images", per_class=30, verified=8)  # 9 held out: enough to check corrections
     write_csv(tmp / "clean.csv", clean)
-    recipe = load_recipe("quick", FAST)
+    trained = [f for f in FAST if not f.startswith(("train.epochs", "meta.warmup"))] + ["train.epochs=6", "meta.warmup_epochs=2"]
+    recipe = load_recipe("quick", trained)  # long enough for confident predictions, so the guard lets labels change
     result = pipeline.clean(tmp / "images", [tmp / "clean.csv"], tmp / "run", recipe, device="cpu")
     return {"run": result.out, "root": tmp / "images", "clean": tmp / "clean.csv", "tmp": tmp}
 

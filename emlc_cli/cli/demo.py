@@ -30,6 +30,6 @@ def demo_command(out: OutOpt = None, overrides: OverridesArg = None, device: Dev
 
 def _estimate(summary: dict) -> str:
     estimate = summary.get("label_accuracy")
-    if not estimate:
-        return "(the posterior rule gives it)"
+    if not estimate or estimate.get("given") is None:
+        return estimate["source"] if estimate else "(the posterior rule gives it)"
     return f"{estimate['given']['estimate']:.4f} -> {estimate['corrected']['estimate']:.4f}"
