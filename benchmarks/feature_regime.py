@@ -75,10 +75,14 @@ def knn_vote(features: np.ndarray, labels: np.ndarray, num_classes: int, k: int 
     return votes.argmax(1).numpy()
 
 
+def labels_of(manifest: Path, paths: list[str], classes: list[str]) -> torch.Tensor:
+    rows = {p: label for p, label, _ in read_path_label_csv(manifest)}
+    return torch.tensor([classes.index(rows[p]) for p in paths])
+
+
 def feature_cell(args, task: Path, methods: list[str], done: dict, save=lambda results: None) -> dict:
     classes, paths, features = task_features(args, task)
-    lookup = lambda name: torch.tensor([classes.index({p: l for p, l, _ in read_path_label_csv(task / name)}[p]) for p in paths])  # noqa: E731
-    given, truth = lookup("labels.csv"), lookup("truth.csv")
+    given, truth = (labels_of(task / name, paths, classes) for name in ("labels.csv", "truth.csv"))
     clean = {p for p, _, _ in read_path_label_csv(task / "clean.csv")}
     is_clean = torch.tensor([p in clean for p in paths])
     noisy, results = ~is_clean, dict(done)

@@ -266,3 +266,19 @@ def test_wrong_manifest_key_and_backbone_are_reported(sources, tmp_path):
     assert result.exit_code == 2 and "--recipe features" in result.output
     result = runner.invoke(app, ["clean", str(sources["npy"]), "--clean", str(sources["clean_ids"]), "--dry-run"])
     assert result.exit_code == 2 and "needs --labels" in result.output
+
+
+def test_npy_rows_named_by_their_index_may_come_in_any_order(tmp_path):
+    """labels.csv with ids 0..N-1 shuffled labels the array rows those ids name, not the rows in file order."""
+    features = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.save(tmp_path / "emb.npy", features)
+    order = [3, 0, 5, 1, 4, 2]
+    names = ["a", "b", "c", "a", "b", "c"]  # row i's label
+    write_csv(tmp_path / "labels.csv", [(str(i), names[i]) for i in order], header=("id", "label"))
+    data = hf.load_source(hf.SourceSpec(str(tmp_path / "emb.npy"), labels_csv=str(tmp_path / "labels.csv")))
+    assert data.paths == [str(i) for i in range(6)]
+    assert [data.classes[c] for c in data.labels] == names
+    named = [("x", "a"), ("y", "b"), ("z", "c"), ("w", "a"), ("v", "b"), ("u", "c")]
+    write_csv(tmp_path / "named.csv", named, header=("id", "label"))
+    in_file_order = hf.load_source(hf.SourceSpec(str(tmp_path / "emb.npy"), labels_csv=str(tmp_path / "named.csv")))
+    assert in_file_order.paths == [n for n, _ in named]

@@ -322,7 +322,8 @@ def lazy_images(dataset: Any, column: str) -> Any:
 
 
 def load_npy(spec: SourceSpec) -> LabeledImages:
-    """`features.npy` (N x D) plus a labels CSV `id,label` whose row i labels row i of the array."""
+    """`features.npy` (N x D) plus a labels CSV `id,label`: ids 0..N-1 label those array rows (in any order),
+    other ids label the array's rows in file order."""
     if not spec.labels_csv:
         raise DataError("a .npy feature file needs --labels labels.csv (columns: id,label, one row per array row)", path=spec.location)
     try:
@@ -338,9 +339,19 @@ def load_npy(spec: SourceSpec) -> LabeledImages:
     if all(v.lstrip("-").isdigit() for v in values):
         values = [int(v) for v in values]
     labels, classes, distinct, label_type = encode_labels(values, "label", None, spec.labels_csv)
+    ids, labels = _rows_in_array_order(ids, labels)
     origin = {**_record(replace(spec, feature_column=spec.feature_column or "features"), "npy", len(ids)),
               "label_type": label_type, "label_values": distinct}
     return LabeledImages(Path(spec.location), ids, labels, classes, features=matrix, kind="npy", origin=origin)
+
+
+def _rows_in_array_order(ids: list[str], labels: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Ids that are exactly the row numbers 0..N-1 (the default row names) label those rows, in any order;
+    other ids name the rows in file order."""
+    if set(ids) != {str(i) for i in range(len(ids))}:
+        return ids, labels
+    order = np.argsort(np.array([int(i) for i in ids]), kind="stable")
+    return [ids[i] for i in order], labels[order]
 
 
 def _revision(spec: SourceSpec, kind: str) -> Optional[str]:
