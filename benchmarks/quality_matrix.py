@@ -82,7 +82,7 @@ def confusions(args: argparse.Namespace) -> Path:
     """Probabilities of a weak model (2 epochs of plain CE on 5,000 images' true labels) for every train image."""
     path = args.work / "confusions.npy"
     if not path.is_file():
-        recipe = load_recipe("quick", ["train.epochs=2"])
+        recipe = load_recipe("quick", ["train.epochs=2", "meta.warmup_epochs=1"])
         train = cb.load_image_folder(args.cifar / "train")
         images, _ = cb.decode_images(train, recipe.data.image_size)
         pick = torch.from_numpy(np.random.default_rng(123).choice(len(train), 5000, replace=False))
