@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emlc_cli.corrections import posterior
+
 MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)  # log-odds a new label must win by over the given one
 Z = 1.96  # two-sided 95 % intervals
 Z_ONE_SIDED = 1.645  # a margin is used only when its gain is above zero with 95 % confidence
@@ -161,8 +163,7 @@ def judge(probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, holdo
     transition = blend_transition(prior, counts) if pairs else prior
     decision = choose_margin(holdout_probs, holdout_labels, transition, holdout_given if pairs else None)
     labels = given.copy() if math.isinf(decision.margin) else decide(probs, given, transition, decision.margin)
-    dist = probs * transition[:, given].T
-    dist /= np.clip(dist.sum(1, keepdims=True), 1e-12, None)
+    dist = posterior(probs, given, transition)
     rows = np.arange(len(given))
     confidence = dist[rows, labels]
     pool_gain = float(np.mean(dist[rows, labels] - dist[rows, given])) if len(given) else 0.0

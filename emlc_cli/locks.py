@@ -29,13 +29,22 @@ def lock_holder(lock: Path) -> Optional[int]:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable or half-written: treated as stale
+        return None  # unreadable: no live holder (acquire_lock removes only a lock emlc wrote)
     if host and host != socket.gethostname():
         return pid  # another machine's process: cannot tell, so it counts as running
-    return pid if _alive(pid) else None
+    return pid if process_alive(pid) else None
 
 
-def _alive(pid: int) -> bool:
+def is_emlc_lock(lock: Path) -> bool:
+    """A lock file emlc wrote (JSON with a pid): only such a file is ever taken over and removed."""
+    try:
+        return isinstance(json.loads(Path(lock).read_text(encoding="utf-8")).get("pid"), int)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (one owned by another user counts as alive)."""
     if pid <= 0:
         return False
     try:
@@ -61,6 +70,8 @@ def acquire_lock(out: Path, option: str = "--out") -> Path:
         if holder is not None:
             raise OutputError(f"{option} {out}: another emlc run (pid {holder}) is writing it ({lock}); "
                               f"wait for it to finish or choose another {option}")
+        if not is_emlc_lock(lock):
+            raise OutputError(f"{option} {out}: {lock} exists and is not an emlc lock; remove it yourself")
         log.warning("taking over the stale lock %s (its process is gone)", lock)
         lock.unlink(missing_ok=True)
     raise OutputError(f"{option} {out}: cannot take the lock {lock}")

@@ -172,6 +172,8 @@ class RunDir:
         try:
             with writing(self.path):
                 if not resume and self.path.exists():
+                    if not _is_staging(self.path):  # checked before the run (check_out_dir), and again here
+                        raise OutputError(f"{option} {final}: {self.path} exists and was not made by emlc; remove it yourself")
                     shutil.rmtree(self.path)
                 self.path.mkdir(parents=True, exist_ok=True)
                 marker = self.path / MARKERS["export" if kind == "export" else "run"]

@@ -386,3 +386,18 @@ def test_usage_errors_are_one_line(args, message):
 def test_help_still_works():
     result = runner.invoke(app, ["clean", "--help"])
     assert result.exit_code == 0 and "Usage" in result.output and "--seed" in result.output
+
+
+def test_a_foreign_staging_folder_or_lock_file_is_never_removed(tmp_path):
+    out = tmp_path / "r"
+    staged = outputs.staging_path(out)
+    staged.mkdir()
+    (staged / "mine.txt").write_text("user data")
+    with pytest.raises(OutputError, match="was not made by emlc"):
+        outputs.RunDir(out)
+    assert (staged / "mine.txt").read_text() == "user data"
+    lock = outputs.lock_path(tmp_path / "s")
+    lock.write_text("not a lock, a user's notes")
+    with pytest.raises(OutputError, match="is not an emlc lock"):
+        outputs.RunDir(tmp_path / "s")
+    assert lock.read_text() == "not a lock, a user's notes"

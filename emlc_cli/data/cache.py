@@ -27,6 +27,7 @@ from torch import Tensor
 
 from emlc_cli import distributed
 from emlc_cli.data.sources import LabeledImages, decode_images
+from emlc_cli.locks import process_alive
 
 log = logging.getLogger(__name__)
 CACHE_PREFIX = ".emlc-cache-"
@@ -98,24 +99,13 @@ def remove_stale_caches(folder: Path) -> list[Path]:
 
 def _is_stale(entry: Path) -> bool:
     match = CACHE_NAME.fullmatch(entry.name)
-    if match is None or match[2] != HOST_TAG or _alive(int(match[1])):
+    pid = int(match[1]) if match else 0
+    if match is None or match[2] != HOST_TAG or pid == os.getpid() or process_alive(pid):
         return False
     try:
         return not entry.is_symlink() and entry.is_dir() and {p.name for p in entry.iterdir()} <= {CACHE_FILE}
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0 or pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: alive, owned by someone else
-        return True
-    return True
 
 
 def _existing(path: Path) -> str:
