@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import cifar_benchmark as cb
+from emlc_cli.data.decode import decode_images
+from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import read_path_label_csv
-from emlc_cli.data.sources import LabeledImages, decode_images
 from emlc_cli.recipe import load_recipe
 
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

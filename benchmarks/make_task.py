@@ -21,7 +21,7 @@ import numpy as np
 
 from emlc_cli import noise
 from emlc_cli.data.manifest import read_path_label_csv
-from emlc_cli.data.sources import load_image_folder
+from emlc_cli.data.imagefolder import load_image_folder
 
 
 def real_noise_pick(paths: list[str], truth: np.ndarray, human: dict[str, str], classes: list[str], n: int,

@@ -1,11 +1,17 @@
 """The only module that imports rich: progress, tables and the one-line error."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from emlc_cli.reports import EpochReport, StepReport
+from emlc_cli.run_folder import TO_VERIFY
+
+if TYPE_CHECKING:
+    from emlc_cli.verified import Prepared
 
 out = Console()
 err = Console(stderr=True)
@@ -43,22 +49,30 @@ class TrainingProgress:
     def __call__(self, event: Any) -> None:
         if self.progress is None:
             return
-        kind = type(event).__name__
-        if kind == "Prepared":
-            ds = event.dataset
-            err.print(f"{len(ds)} images, {len(ds.classes)} classes, {len(event.verified)} verified "
-                      f"({len(event.holdout)} held out for model selection); inputs validated in {event.seconds:.1f}s")
-            for message in event.warnings:
-                warning(message)
-        elif kind == "StepReport":
-            self._step(event)
-        elif kind == "EpochReport":
-            best = " [green]best[/]" if event.best else ""
-            self.progress.console.print(
-                f"epoch {event.epoch + 1} ({event.phase}): holdout accuracy student {event.student_holdout_acc:.3f}, "
-                f"teacher {event.teacher_holdout_acc:.3f}{best}  [{event.seconds:.0f}s]")
+        from emlc_cli.verified import Prepared  # loaded already by the pipeline that sends the events
 
-    def _step(self, r: Any) -> None:
+        if isinstance(event, Prepared):
+            self._prepared(event)
+        elif isinstance(event, StepReport):
+            self._step(event)
+        elif isinstance(event, EpochReport):
+            self._epoch(event)
+
+    def _prepared(self, event: Prepared) -> None:
+        ds = event.dataset
+        err.print(f"{len(ds)} images, {len(ds.classes)} classes, {len(event.verified)} verified "
+                  f"({len(event.holdout)} held out for model selection); inputs validated in {event.seconds:.1f}s")
+        for message in event.warnings:
+            warning(message)
+
+    def _epoch(self, event: EpochReport) -> None:
+        assert self.progress is not None
+        best = " [green]best[/]" if event.best else ""
+        self.progress.console.print(
+            f"epoch {event.epoch + 1} ({event.phase}): holdout accuracy student {event.student_holdout_acc:.3f}, "
+            f"teacher {event.teacher_holdout_acc:.3f}{best}  [{event.seconds:.0f}s]")
+
+    def _step(self, r: StepReport) -> None:
         assert self.progress is not None
         description = f"epoch {r.epoch + 1}/{r.epochs} {r.phase}"
         stats = f"student {r.student_loss:.3f}" + (f" teacher {r.teacher_loss:.3f}" if r.phase == "meta" else "")
@@ -98,7 +112,7 @@ def label_accuracy_text(estimate: dict[str, Any]) -> str:
 
 def too_weak_text(estimate: dict[str, Any]) -> str:
     return (f"the evidence is too weak to correct: {estimate['reason']}; {estimate['changed']} labels changed. "
-            "Verify more images (start with to_verify.csv) and pass them as another --clean")
+            f"Verify more images (start with {TO_VERIFY}) and pass them as another --clean")
 
 
 def metrics_table(title: str, rows: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """From predictions to corrected labels: the decision rules, as pure numpy functions.
 
-Rules (recipe key `correct.rule`):
+Rules (recipe key `correct.rule`; RULES maps each name to its function):
 - argmax: the label of the EMLC corrected target w * onehot(given) + (1 - w) * p.
 - threshold: as argmax, but a label changes only when the corrected target's top probability
   reaches `correct.threshold`.
@@ -12,8 +12,12 @@ Rules (recipe key `correct.rule`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from emlc_cli.recipe import CorrectConfig
 
 
 @dataclass
@@ -65,19 +69,35 @@ def posterior(probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> n
     return joint / np.clip(joint.sum(1, keepdims=True), 1e-12, None)
 
 
-def correct(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, rule: str, threshold: float = 0.5) -> Corrections:
-    """Apply one rule to calibrated class probabilities `probs` and the enhancer's `retain` weights."""
-    if rule == "posterior":
-        dist = posterior(probs, given, estimate_transition(probs, given, probs.shape[1]))
-    else:
-        dist = emlc_targets(probs, retain, given)
-    labels = dist.argmax(1)
-    confidence = dist.max(1)
-    if rule == "threshold":
-        keep = confidence < threshold
-        labels = np.where(keep, given, labels)
-        confidence = np.where(keep, dist[np.arange(len(given)), given], confidence)
-    return Corrections(labels, confidence, dist)
+def argmax_rule(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, config: "CorrectConfig") -> Corrections:
+    """The EMLC corrected target's argmax."""
+    dist = emlc_targets(probs, retain, given)
+    return Corrections(dist.argmax(1), dist.max(1), dist)
+
+
+def threshold_rule(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, config: "CorrectConfig") -> Corrections:
+    """As argmax, but a label changes only when the target's top probability reaches `correct.threshold`."""
+    dist = emlc_targets(probs, retain, given)
+    labels, confidence = dist.argmax(1), dist.max(1)
+    keep = confidence < config.threshold
+    return Corrections(np.where(keep, given, labels), np.where(keep, dist[np.arange(len(given)), given], confidence), dist)
+
+
+def posterior_rule(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, config: "CorrectConfig") -> Corrections:
+    """Bayes with the EM noise transition (the pipeline validates it on the holdout first: evidence.py)."""
+    dist = posterior(probs, given, estimate_transition(probs, given, probs.shape[1]))
+    return Corrections(dist.argmax(1), dist.max(1), dist)
+
+
+Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, "CorrectConfig"], Corrections]
+RULES: dict[str, Rule] = {"argmax": argmax_rule, "threshold": threshold_rule, "posterior": posterior_rule}
+RULE_NAMES = tuple(RULES)  # the choices of correct.rule
+
+
+def correct(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, config: "CorrectConfig") -> Corrections:
+    """Apply the rule `config.rule` (the recipe's `correct` section) to calibrated class probabilities `probs` and
+    the enhancer's `retain` weights."""
+    return RULES[config.rule](probs, retain, given, config)
 
 
 def verification_candidates(fixed: Corrections, given: np.ndarray, retain: np.ndarray, teacher: np.ndarray,

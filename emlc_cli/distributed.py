@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from emlc_cli.errors import DeviceError, EmlcError, UsageError
+from emlc_cli.errors import EmlcError, UsageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,19 +73,6 @@ def _tag_log_lines(rank: int) -> None:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def local_device(spec: str) -> str:
-    """Under torchrun each process owns one GPU (LOCAL_RANK); `auto` / `cuda` resolve to it."""
-    if not launched() or spec.strip().lower() == "cpu":
-        return spec
-    if spec.strip().lower() in ("auto", "cuda") and torch.cuda.is_available():
-        index = int(os.environ["LOCAL_RANK"])
-        torch.cuda.set_device(index)
-        return f"cuda:{index}"
-    if spec.strip().lower().startswith("cuda:"):
-        raise DeviceError(f"--device {spec}: under torchrun each process uses the GPU of its LOCAL_RANK; pass --device cuda")
-    return spec
 
 
 # ---- collectives (identity in one process) ------------------------------------------------------
@@ -235,15 +222,6 @@ def command_args(command: str, argv: list[str]) -> list[str]:
         elif not arg.startswith("--nproc="):
             kept.append(arg)
     return kept
-
-
-def check_nproc(nproc: int, device: str) -> None:
-    """One process per GPU: more processes than GPUs is an error unless the run is on the CPU."""
-    if device.strip().lower() == "cpu" or not torch.cuda.is_available():
-        return
-    if nproc > torch.cuda.device_count():
-        raise UsageError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                         "use at most that many, or --device cpu")
 
 
 def launch(nproc: int, command_args: list[str]) -> int:

@@ -10,31 +10,32 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from emlc_cli import metrics
+from emlc_cli import metrics, run_folder
+from emlc_cli.backbones import check_model_input
+from emlc_cli.data.decode import decode_images
+from emlc_cli.data.kinds import load_source
 from emlc_cli.data.loaders import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
-from emlc_cli.data.hf import FOLDER_KINDS, check_model_input, load_source, read_source_record
-from emlc_cli.data.sources import decode_images
 from emlc_cli.errors import DataError
 from emlc_cli.features import FrozenFeatures
 from emlc_cli.models import build_backbone, build_classifier
-from emlc_cli.outputs import load_model_files, read_corrected
-from emlc_cli.runtime import pick_device
+from emlc_cli.outputs import load_model_files
+from emlc_cli.runtime import resolve_device
 
 
 def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the student from its JSON config and safetensors weights."""
-    state, config = load_model_files(run, "student")
-    where = Path(run) / "student.json"
+    state, config = load_model_files(run, run_folder.STUDENT)
+    where = Path(run) / run_folder.config_file(run_folder.STUDENT)
     with _mismatch_is_one_line(where):
         model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"],
                                  in_features=config.get("in_features", 0))
         model.load_state_dict(state)
     frozen = config.get("frozen_backbone")
     if frozen:
-        with _mismatch_is_one_line(Path(run) / "backbone.json"):
+        with _mismatch_is_one_line(Path(run) / run_folder.config_file(run_folder.BACKBONE)):
             backbone, _ = build_backbone(frozen["architecture"], config["width"], frozen["small_stem"])
-            backbone.load_state_dict(load_model_files(run, "backbone")[0])
+            backbone.load_state_dict(load_model_files(run, run_folder.BACKBONE)[0])
         model = FrozenFeatures(backbone, model)
     return model.to(device).eval(), config
 
@@ -59,7 +60,7 @@ def predict_images(model: torch.nn.Module, images: torch.Tensor, device: torch.d
 def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, Any]:
     """Student accuracy and per-class precision/recall on data with true labels: an image folder, or any
     source emlc clean reads (a path, hf://owner/name, or a SourceSpec)."""
-    torch_device = pick_device(device)
+    torch_device = resolve_device(device)
     model, config = load_student(run, torch_device)
     dataset = load_source(data)
     check_model_input(dataset, (config.get("frozen_backbone") or config)["architecture"])
@@ -81,14 +82,14 @@ def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, An
 def evaluate_truth(run: Path, truth_csv: Path) -> dict[str, Any]:
     """Given vs corrected label accuracy on the rows `truth_csv` covers, and "changed" as a noise detector."""
     rows = _corrected_rows(run)
-    key = "path" if read_source_record(run, required=False).get("kind", "imagefolder") in FOLDER_KINDS else "id"
+    key = run_folder.manifest_key(run_folder.source_kind(run_folder.read_source_record(run, required=False)))
     names = {row[column] for row in rows.values() for column in ("label", "corrected_label")}
     truth = {}
     for path, label, row in read_path_label_csv(truth_csv, key=key):
         truth[path] = label if label in names else label.strip()
     covered = [p for p in truth if p in rows]
     if not covered:
-        raise DataError("no row matches a path of the run's corrected.csv", path=truth_csv)
+        raise DataError(f"no row matches a path of the run's {run_folder.CORRECTED}", path=truth_csv)
     true = np.array([truth[p] for p in covered])
     given = np.array([rows[p]["label"] for p in covered])
     corrected = np.array([rows[p]["corrected_label"] for p in covered])
@@ -102,23 +103,23 @@ def evaluate_truth(run: Path, truth_csv: Path) -> dict[str, Any]:
     return result
 
 
-CORRECTED_COLUMNS = ("path", "label", "corrected_label", "split")
+SCORED_COLUMNS = ("path", "label", "corrected_label", "split")  # the columns of corrected.csv scored here
 
 
 def _corrected_rows(run: Path) -> dict[str, dict[str, str]]:
     """corrected.csv by normalised path; a file edited out of shape is one line naming it, never a KeyError."""
-    where = Path(run) / "corrected.csv"
+    where = Path(run) / run_folder.CORRECTED
     try:
-        records = read_corrected(run)
+        records = run_folder.read_corrected(run)
     except (csv.Error, UnicodeDecodeError) as err:
         raise DataError(f"not a readable CSV ({type(err).__name__}: {str(err)[:120]})", path=where) from None
     if not records:
         raise DataError("has no rows", path=where)
-    missing = [c for c in CORRECTED_COLUMNS if c not in records[0]]
+    missing = [c for c in SCORED_COLUMNS if c not in records[0]]
     if missing:
-        raise DataError(f"missing column(s) {', '.join(missing)}; expected {','.join(CORRECTED_COLUMNS)}", path=where)
+        raise DataError(f"missing column(s) {', '.join(missing)}; expected {','.join(SCORED_COLUMNS)}", path=where)
     for number, record in enumerate(records, start=2):
-        if any(record.get(c) is None for c in CORRECTED_COLUMNS):
+        if any(record.get(c) is None for c in SCORED_COLUMNS):
             raise DataError(f"expected {len(records[0])} fields", path=where, row=number)
     return {_run_key(record["path"]): record for record in records}
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from emlc_cli import distributed
+from emlc_cli.backbones import FEATURE_HEAD
 from emlc_cli.data.loaders import BatchMaker, ordered_batches
 from emlc_cli.models import build_backbone
 from emlc_cli.recipe import Recipe
@@ -61,6 +62,6 @@ class FrozenFeatures(nn.Module):
 
 def head_recipe(recipe: Recipe) -> Recipe:
     """The recipe the trainer runs on cached features: an MLP head of model.width (no image augmentation)."""
-    model = dataclasses.replace(recipe.model, backbone="mlp", weights="none")
+    model = dataclasses.replace(recipe.model, backbone=FEATURE_HEAD, weights="none")
     data = dataclasses.replace(recipe.data, augment="none")
     return dataclasses.replace(recipe, model=model, data=data)

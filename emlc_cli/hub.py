@@ -1,5 +1,5 @@
 """Publishing a run: the cleaned dataset in Hub layout (parquet shards + a README.md dataset card), written to a
-local folder or pushed to the Hugging Face Hub in one commit; and a corrected copy of an image folder.
+local folder or pushed to the Hugging Face Hub in one commit (export.py writes a corrected image folder).
 
 The source is reopened read-only from the run's source.json. A token is only ever held in memory: it is
 never logged, printed, or written to any file, and is redacted from error messages.
@@ -10,17 +10,18 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from emlc_cli import __version__
-from emlc_cli.data.hf import FOLDER_KINDS, load_source, open_dataset, read_source_record, spec_from_record
-from emlc_cli.data.sources import LabeledImages, check_inside
-from emlc_cli.errors import DataError, EmlcError, OutputError, redact, register_secret
-from emlc_cli.outputs import CORRECTED_COLUMNS, MARKERS, RunDir, check_out_dir, read_corrected, run_inputs
+from emlc_cli import __version__, run_folder
+from emlc_cli.data.huggingface import open_dataset
+from emlc_cli.data.kinds import load_source
+from emlc_cli.data.labeled import LabeledImages
+from emlc_cli.data.spec import spec_from_record
+from emlc_cli.errors import DataError, EmlcError, redact, register_secret
+from emlc_cli.outputs import RunDir, check_out_dir, run_inputs
 
 log = logging.getLogger(__name__)
 MAX_SHARD_BYTES = 500 * 2**20
@@ -47,10 +48,10 @@ def cleaned_dataset(run: Path) -> tuple[Any, str, dict[str, Any]]:
     from datasets import ClassLabel, Dataset, Features, Value, concatenate_datasets, disable_progress_bars
 
     disable_progress_bars()  # emlc prints its own one-line result
-    record = read_source_record(run)
+    record = run_folder.read_source_record(run)
     spec = spec_from_record(record)
     source = load_source(spec)
-    columns = _label_columns(source, read_corrected(run, CORRECTED_COLUMNS), record, Path(run))
+    columns = _label_columns(source, run_folder.read_corrected(run, run_folder.CORRECTED_COLUMNS), record, Path(run))
     names = ClassLabel(names=list(source.classes))
     features = Features({"label": names, "original_label": names, "label_confidence": Value("float32"),
                          "label_changed": Value("bool"), "label_verified": Value("bool")})
@@ -70,7 +71,7 @@ def _label_columns(source: LabeledImages, rows: list[dict[str, str]], record: di
     by_id, known = {row["path"]: row for row in rows}, set(source.paths)
     unknown = next((key for key in by_id if key not in known), None)
     if unknown is not None:
-        raise DataError(f"row '{unknown}' of corrected.csv is not in the source any more", path=run / "corrected.csv")
+        raise DataError(f"row '{unknown}' of {run_folder.CORRECTED} is not in the source any more", path=run / run_folder.CORRECTED)
     columns: dict[str, list] = {name: [] for name in NEW_COLUMNS}
     for key, given in zip(source.paths, source.labels.tolist()):
         row = by_id.get(key)
@@ -88,21 +89,21 @@ def _base_dataset(source: LabeledImages, spec: Any, record: dict[str, Any]) -> A
     """The original data: the Arrow dataset itself, or one built over an image folder's files or a .npy array."""
     from datasets import Dataset, Features, Image, List, Value
 
-    if source.kind == "imagefolder":
-        files = [str(Path(source.root) / p) for p in source.paths]
-        return Dataset.from_dict({"image": files, "file_name": list(source.paths)},
+    if run_folder.is_folder_kind(source.kind):
+        images = [str(Path(source.root) / p) for p in source.paths]
+        return Dataset.from_dict({"image": images, "file_name": list(source.paths)},
                                  features=Features({"image": Image(), "file_name": Value("string")}))
     if source.kind == "npy":
         assert source.features is not None
         column = record.get("feature_column") or "features"
         features = Features({"id": Value("string"), column: List(Value("float32"), length=source.features.shape[1])})
         return Dataset.from_dict({"id": list(source.paths), column: source.features}, features=features)
-    return open_dataset(spec)[0]
+    return open_dataset(spec, source.kind)[0]
 
 
 def write_hub_layout(run: Path, dest: Path, overwrite: bool = False) -> Published:
     """`dest/data/{split}-NNNNN-of-NNNNN.parquet` + `dest/README.md`: what `datasets.load_dataset(dest)` reads."""
-    record = read_source_record(run)
+    record = run_folder.read_source_record(run)
     local = None if record.get("kind") == "hub" else Path(record.get("location") or record["root"])
     check_out_dir(Path(dest), local, overwrite, protect=run_inputs(run), option="--to")
     dataset, split, record = cleaned_dataset(run)
@@ -140,8 +141,9 @@ def _embedded(shard: Any) -> Any:
 def dataset_card(run: Path, dataset: Any, split: str, shards: list[Path], record: dict[str, Any]) -> str:
     """README.md: YAML metadata (features with the class names, splits, configs, tags) and a body with the
     cleaning summary, the change matrix, the recipe and the command."""
-    summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) if (run / "summary.json").is_file() else {}
-    recipe = (run / "recipe.yaml").read_text(encoding="utf-8") if (run / "recipe.yaml").is_file() else ""
+    summary_file = run / run_folder.SUMMARY
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    recipe = run_folder.read_recipe_text(run)
     yaml = card_yaml(dataset, split, sum(p.stat().st_size for p in shards), record)
     return f"---\n{yaml}---\n\n{card_body(dataset, summary, recipe, record)}"
 
@@ -240,7 +242,7 @@ def push_to_hub(run: Path, repo: str, private: bool = False, token: Optional[str
     secret = resolve_token(token)
     with tempfile.TemporaryDirectory(prefix="emlc-push-") as tmp:
         layout = write_hub_layout(run, Path(tmp) / "dataset")
-        split = read_source_record(run).get("split") or "train"
+        split = run_folder.read_source_record(run).get("split") or "train"
         try:
             url = _upload(Path(layout.location), repo, secret, private, branch, split, layout)
         except EmlcError:
@@ -269,48 +271,5 @@ def _upload(folder: Path, repo: str, secret: str, private: bool, branch: Optiona
     log.info("uploading %d files to %s", len(layout.files), repo)
     info = api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(folder), revision=branch,
                              commit_message=f"emlc: cleaned labels ({layout.changed} of {layout.rows} changed)",
-                             delete_patterns=[f"data/{split}-*"], ignore_patterns=[f"{m}*" for m in MARKERS.values()])
+                             delete_patterns=[f"data/{split}-*"], ignore_patterns=[f"{m}*" for m in run_folder.MARKERS.values()])
     return str(getattr(info, "commit_url", None) or f"{api.endpoint}/datasets/{repo}")
-
-
-def export_imagefolder(run: Path, dest: Path, overwrite: bool = False) -> Published:
-    """DEST/<corrected class>/<file>: a corrected copy of an image-folder dataset (hard links where possible)."""
-    record = read_source_record(run)
-    if record.get("kind") not in FOLDER_KINDS:
-        raise EmlcError(f"export --format imagefolder copies an image folder; this run read a '{record.get('kind')}' "
-                        "source: use `emlc push RUN --to DIR` instead")
-    root = Path(record.get("location") or record["root"])
-    check_out_dir(Path(dest), root, overwrite, protect=run_inputs(run), option="DEST")
-    rows = read_corrected(run, CORRECTED_COLUMNS)
-    nested = not record.get("labels_csv")  # class folders: drop the given class folder from the path
-    with RunDir(Path(dest), kind="export", option="DEST") as staged:
-        taken: set[str] = set()
-        for number, row in enumerate(rows, start=2):
-            source = check_inside(root, row["path"], Path(run) / "corrected.csv", number)
-            target = _export_name(row, nested, taken)
-            with staged.writing(staged.path / target):
-                _link_or_copy(source, staged.path / target)
-        final = staged.commit()
-    changed = sum(row["changed"] == "1" for row in rows)
-    return Published(str(final), len(rows), changed, sum(row["split"] == "clean" for row in rows))
-
-
-def _export_name(row: dict[str, str], nested: bool, taken: set[str]) -> str:
-    label = row["corrected_label"]
-    if label in ("", ".", "..") or "/" in label or "\\" in label:
-        raise OutputError(f"class name '{label}' cannot be a folder name")
-    parts = row["path"].split("/")
-    rest = Path(*(parts[1:] if nested and len(parts) > 1 else parts))
-    name = f"{label}/{rest.as_posix()}"
-    if name in taken:  # two files of the same name from different given classes
-        name = f"{label}/{rest.with_name(f'{rest.stem}.from-{parts[0]}{rest.suffix}').as_posix()}"
-    taken.add(name)
-    return name
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)

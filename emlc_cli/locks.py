@@ -11,14 +11,9 @@ from pathlib import Path
 from typing import Optional
 
 from emlc_cli.errors import OutputError
+from emlc_cli.run_folder import lock_path
 
 log = logging.getLogger(__name__)
-
-
-def lock_path(out: Path) -> Path:
-    """The lock beside the staging folder `.NAME.partial`: `.NAME.partial.lock`."""
-    out = Path(out)
-    return out.with_name(f".{out.name}.partial.lock")
 
 
 def lock_holder(lock: Path) -> Optional[int]:

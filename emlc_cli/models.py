@@ -1,4 +1,5 @@
-"""Networks: a closed backbone registry, the teacher (backbone + classifier + enhancer) and the student."""
+"""Networks: backbones built from the table in backbones.py or from torchvision, the teacher (backbone +
+classifier + enhancer) and the student."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from emlc_cli.backbones import BACKBONES
 from emlc_cli.errors import RecipeError
 
 log = logging.getLogger(__name__)
@@ -27,36 +29,6 @@ def batch_stats_only(model: nn.Module) -> Iterator[None]:
     finally:
         for m in norms:
             m.track_running_stats = True
-
-
-class SmallCNN(nn.Module):
-    """Four conv blocks (width, 2w, 4w, 8w) with BatchNorm; sized for 32-64 px on a CPU."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        chans = [3, width, 2 * width, 4 * width, 8 * width]
-        layers: list[nn.Module] = []
-        for i in range(4):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False), nn.BatchNorm2d(chans[i + 1]), nn.ReLU()]
-            layers.append(nn.MaxPool2d(2) if i < 3 else nn.AdaptiveAvgPool2d(1))
-        self.body = nn.Sequential(*layers, nn.Flatten())
-        self.out_features = chans[-1]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-class FeatureMLP(nn.Module):
-    """For feature-vector datasets (precomputed embeddings): LayerNorm -> Linear -> GELU -> Linear -> GELU."""
-
-    def __init__(self, in_features: int, width: int = 256) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.LayerNorm(in_features), nn.Linear(in_features, width), nn.GELU(),
-                                  nn.Dropout(0.1), nn.Linear(width, width), nn.GELU())
-        self.out_features = width
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
 
 
 class Classifier(nn.Module):
@@ -98,14 +70,11 @@ class Teacher(nn.Module):
 
 def build_backbone(name: str, width: int = 16, small_stem: bool = True, weights: str = "none",
                    in_features: int = 0) -> tuple[nn.Module, int]:
-    """A feature extractor and its output width: small_cnn, mlp (feature vectors, needs in_features),
-    or any torchvision classification model."""
-    if name == "mlp":
-        mlp = FeatureMLP(in_features, width)
-        _load_local_weights(mlp, weights)
-        return mlp, mlp.out_features
-    if name == "small_cnn":
-        net = SmallCNN(width)
+    """A feature extractor and its output width: a backbone of the table (backbones.py; mlp takes feature
+    vectors and needs in_features), or any torchvision classification model."""
+    known = BACKBONES.get(name)
+    if known is not None and known.build is not None:
+        net = known.build(width, in_features)
         _load_local_weights(net, weights)
         return net, net.out_features
     net = _torchvision_model(name, weights)
@@ -132,7 +101,7 @@ def build_teacher(name: str, num_classes: int, width: int, small_stem: bool, wei
 
 def validate_backbone(name: str, weights: str) -> None:
     """Fail before any data is read if the backbone or its weights cannot be resolved."""
-    if name in ("small_cnn", "mlp"):
+    if name in BACKBONES:
         if weights not in ("none", "") and not Path(weights).is_file():
             raise RecipeError(f"{name} takes 'none' or a local state-dict file, got '{weights}'", key="model.weights")
         if weights not in ("none", ""):
@@ -144,7 +113,7 @@ def validate_backbone(name: str, weights: str) -> None:
     if name not in available:
         import difflib
 
-        close = difflib.get_close_matches(name, available + ["small_cnn"], n=3)
+        close = difflib.get_close_matches(name, available + list(BACKBONES), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise RecipeError(f"unknown backbone '{name}'{hint}; use small_cnn or a torchvision model name", key="model.backbone")
     _resolve_weights_enum(name, weights)

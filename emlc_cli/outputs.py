@@ -1,4 +1,5 @@
-"""The run folder: staged in a temporary sibling folder, then moved into place in one rename.
+"""Writing the run folder (its format, names and readers are run_folder.py): staged in a temporary sibling
+folder, then moved into place in one rename.
 
 Also the one place the output rules live: what an --out / DEST may be (never the data, never a folder that
 holds what the command reads, never a folder emlc did not write), the staging lock, and disk-full handling."""
@@ -11,28 +12,19 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 from emlc_cli.disk import writing
 from emlc_cli.errors import DataError, OutputError
-from emlc_cli.locks import acquire_lock, lock_holder, lock_path, release_lock
+from emlc_cli.locks import acquire_lock, lock_holder, release_lock
+from emlc_cli.run_folder import (LEGACY_RUN, MARKERS, NOT_A_RUN, SOURCE, STATE_FILE, config_file, lock_path, read_json,
+                                 staging_path, weights_file)
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-STATE_FILE = "training_state.pt"
-CORRECTED_COLUMNS = ["path", "label", "corrected_label", "confidence", "changed", "split"]
-TO_VERIFY_COLUMNS = ["path", "label", "corrected_label", "confidence", "reason", "priority"]
-MARKERS = {"run": ".emlc-run", "export": ".emlc-export"}  # written into every folder emlc creates
-LEGACY_RUN = ("summary.json", "corrected.csv", "source.json")  # a run folder from before the markers
 Protected = Iterable[Union[Path, tuple[Path, str], None]]
-
-
-def staging_path(out: Path) -> Path:
-    """Where a run is built (and its resumable state kept) until it is complete."""
-    out = Path(out)
-    return out.with_name(f".{out.name}.partial")
 
 
 def check_out_dir(out: Path, data_root: Any, overwrite: bool, resume: bool = False, *, protect: Protected = (),
@@ -137,10 +129,8 @@ def run_inputs(run: Path) -> list[tuple[Path, str]]:
 def data_paths(run: Path) -> list[tuple[Path, str]]:
     """The run's data root, location and labels file, from RUN/source.json (none if it cannot be read)."""
     try:
-        record = json.loads((Path(run) / "source.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(record, dict):
+        record = read_json(Path(run) / SOURCE, required=False)
+    except DataError:
         return []
     names = (("root", "the data folder"), ("location", "the data"), ("labels_csv", "the labels file"))
     return [(Path(record[key]), name) for key, name in names
@@ -240,7 +230,7 @@ class RunDir:
     def write_text(self, name: str, text: str) -> Path:
         return self._write(self.path / name, lambda h: h.write(text))
 
-    def write_csv(self, name: str, columns: list[str], rows: list[list[Any]]) -> Path:
+    def write_csv(self, name: str, columns: Sequence[str], rows: list[list[Any]]) -> Path:
         def fill(handle: Any) -> None:
             writer = csv.writer(handle)
             writer.writerow(columns)
@@ -252,10 +242,10 @@ class RunDir:
         from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        target = self.path / f"{stem}.safetensors"
+        target = self.path / weights_file(stem)
         with writing(target, self._hint()):
             save_file(state, str(target))
-        self.write_json(f"{stem}.json", config)
+        self.write_json(config_file(stem), config)
 
     def commit(self) -> Path:
         if self.final.exists() and not is_emlc_folder(self.final):  # checked before the run, and again here
@@ -276,20 +266,20 @@ def load_model_files(run: Path, stem: str) -> tuple[dict[str, "torch.Tensor"], d
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    weights, config_file = Path(run) / f"{stem}.safetensors", Path(run) / f"{stem}.json"
-    for f in (weights, config_file):
+    weights, described = Path(run) / weights_file(stem), Path(run) / config_file(stem)
+    for f in (weights, described):
         if not f.is_file():
-            raise DataError("not found; is this an emlc run folder?", path=f)
+            raise DataError(NOT_A_RUN, path=f)
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config = json.loads(described.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read JSON: {err}", path=config_file) from None
+        raise DataError(f"cannot read JSON: {err}", path=described) from None
     try:
         state = load_file(str(weights))
     except (OSError, ValueError, SafetensorError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"not a safetensors checkpoint ({first[:160]}); nothing in it was run", path=weights) from None
-    check_model_config(config, state, config_file)
+    check_model_config(config, state, described)
     return state, config
 
 
@@ -334,22 +324,6 @@ def load_training_state(path: Path) -> dict[str, Any]:
     except Exception as err:  # torch raises UnpicklingError / RuntimeError for non-tensor payloads
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise OutputError(f"{path}: refused, not a tensors-only checkpoint ({first[:160]})") from None
-
-
-def read_corrected(run: Path, required: Iterable[str] = ()) -> list[dict[str, str]]:
-    """corrected.csv as dicts; a missing `required` column is one DataError naming it."""
-    path = Path(run) / "corrected.csv"
-    if not path.is_file():
-        raise DataError("not found; is this an emlc run folder?", path=path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"cannot read: {err}", path=path) from None
-    missing = [c for c in required if rows and c not in rows[0]]
-    if missing:
-        raise DataError(f"column '{missing[0]}' is missing", path=path)
-    return rows
 
 
 def _jsonable(value: Any) -> Any:

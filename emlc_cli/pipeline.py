@@ -17,18 +17,17 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from emlc_cli import __version__, corrections, distributed, evidence, features, metrics
+from emlc_cli import __version__, corrections, distributed, evidence, features, metrics, run_folder
 from emlc_cli import resume as resume_checks
-from emlc_cli.data.loaders import MEAN, STD, TensorSet
-from emlc_cli.data.hf import SourceSpec
 from emlc_cli.data.cache import image_cache
-from emlc_cli.data.sources import LabeledImages
+from emlc_cli.data.labeled import LabeledImages
+from emlc_cli.data.loaders import MEAN, STD, TensorSet
+from emlc_cli.data.spec import SourceSpec, as_spec
 from emlc_cli.errors import DataError, Interrupted, OutputError
-from emlc_cli.outputs import (CORRECTED_COLUMNS, STATE_FILE, TO_VERIFY_COLUMNS, NoOutputs, RunDir, check_out_dir,
-                              load_training_state, staging_path)
+from emlc_cli.outputs import NoOutputs, RunDir, check_out_dir, load_training_state
 from emlc_cli.recipe import Recipe, dump_recipe
 from emlc_cli.reports import EpochReport, StepReport
-from emlc_cli.runtime import pick_device, seed_everything
+from emlc_cli.runtime import resolve_device, seed_everything
 from emlc_cli.timing import Stopwatch
 from emlc_cli.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
 from emlc_cli.trainer import MetaTrainer
@@ -43,31 +42,31 @@ class CleanResult:
     summary: dict[str, Any]
 
 
-def clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_csv: Path | None = None,
-          device: str = "auto", seed: int = 0, overwrite: bool = False, on_event: Event | None = None,
-          resume: bool = False, strict: bool = False) -> CleanResult:
-    """Run EMLC on `data` with the verified subset in `clean_csv`; write the run folder `out`.
+def clean(data: Path | SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, device: str = "auto", seed: int = 0,
+          overwrite: bool = False, on_event: Event | None = None, resume: bool = False, strict: bool = False) -> CleanResult:
+    """Run EMLC on `data` (a path, or a SourceSpec that also carries `--labels`) with the verified subset in
+    `clean_csv`; write the run folder `out`.
 
     With `resume`, the interrupted run continues if its inputs (data, verified set, recipe, seed) are unchanged
     (see resume.py); any change is refused. Under torchrun every
     process calls this; they share the work and rank 0 alone writes `out`."""
-    torch_device = pick_device(distributed.local_device(device))
+    torch_device = resolve_device(device)
     initialised_here = not distributed.world().distributed and distributed.launched()
     world = distributed.init(torch_device)
     try:
-        return _clean(data, clean_csv, Path(out), recipe, labels_csv, torch_device, seed, overwrite, on_event, resume, strict)
+        return _clean(as_spec(data), clean_csv, Path(out), recipe, torch_device, seed, overwrite, on_event, resume, strict)
     finally:
         if initialised_here and world.distributed:
             distributed.shutdown()
 
 
-def _clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_csv: Path | None, torch_device: torch.device,
-           seed: int, overwrite: bool, on_event: Event | None, resume: bool, strict: bool) -> CleanResult:
+def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, torch_device: torch.device, seed: int,
+           overwrite: bool, on_event: Event | None, resume: bool, strict: bool) -> CleanResult:
     started, world, watch = time.perf_counter(), distributed.world(), Stopwatch()
     emit = on_event or (lambda event: None)
-    saved = distributed.on_main(lambda: _check_and_load_state(out, data, clean_csv, labels_csv, overwrite, resume))
+    saved = distributed.on_main(lambda: _check_and_load_state(out, data, clean_csv, overwrite, resume))
     with watch("validation"):
-        prepared = prepare(data, clean_csv, recipe, labels_csv, seed)
+        prepared = prepare(data, clean_csv, recipe, seed)
     prepared.seconds = watch["validation"]
     inputs_now = _fingerprint(prepared, recipe, seed)
     if saved is not None:
@@ -86,7 +85,7 @@ def _clean(data: Path, clean_csv: list[Path], out: Path, recipe: Recipe, labels_
             summary = _train_and_write(run, trainer, prepared, inputs, recipe, seed, emit, watch, inputs_now)
             summary["wall_seconds"] = round(time.perf_counter() - started, 2)
             summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
-            run.write_json("summary.json", summary)
+            run.write_json(run_folder.SUMMARY, summary)
             final = run.commit()
     return CleanResult(final, summary)
 
@@ -147,13 +146,12 @@ def _timing(watch: Stopwatch, trainer: MetaTrainer, wall: float) -> dict[str, fl
             "iterations": round(iterations, 2), "wall_over_iterations": round(wall / max(iterations, 1e-9), 3)}
 
 
-def _check_and_load_state(out: Path, data: Path | SourceSpec, clean_csv: list[Path], labels_csv: Path | None,
-                          overwrite: bool, resume: bool) -> dict | None:
-    reads = [(Path(p), "the input") for p in (*clean_csv, labels_csv) if p is not None]
+def _check_and_load_state(out: Path, data: SourceSpec, clean_csv: list[Path], overwrite: bool, resume: bool) -> dict | None:
+    reads = [(Path(p), "the input") for p in (*clean_csv, data.labels_csv) if p is not None]
     check_out_dir(out, data, overwrite, resume, protect=reads)
     if not resume:
         return None
-    path = staging_path(out) / STATE_FILE
+    path = run_folder.staging_path(out) / run_folder.STATE_FILE
     return resume_checks.check_state(load_training_state(path), path)
 
 
@@ -166,7 +164,7 @@ def _load_saved(trainer: MetaTrainer, saved: dict[str, Any], where: Path) -> Non
     try:
         trainer.load_training_state(saved["trainer"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a tampered or foreign state
-        raise OutputError(f"{where / STATE_FILE}: cannot be resumed ({type(err).__name__}: {str(err)[:120]}); "
+        raise OutputError(f"{where / run_folder.STATE_FILE}: cannot be resumed ({type(err).__name__}: {str(err)[:120]}); "
                           f"{resume_checks.START_AFRESH}") from None
 
 
@@ -285,7 +283,7 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
     if recipe.correct.rule == "posterior":
         fixed, report = _guarded(prepared, probs, given, corrections.softmax(holdout_log / temperature))
     else:
-        fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct.rule, recipe.correct.threshold), {}
+        fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct), {}
     labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
     suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])
     names, paths = prepared.dataset.classes, prepared.dataset.paths
@@ -316,21 +314,21 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result,
          int(result.labels[i] != ds.labels[i]), "clean" if i in prepared.verified else "noisy"]
         for i, path in enumerate(ds.paths) if path not in skipped
     ]
-    run.write_csv("corrected.csv", CORRECTED_COLUMNS, rows)
+    run.write_csv(run_folder.CORRECTED, run_folder.CORRECTED_COLUMNS, rows)
     config = _model_config(ds.classes, trainer.recipe, int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0)
     if backbone is not None:  # heads over frozen features: the backbone ships beside them, so the run is self-contained
         frozen = {"architecture": recipe.model.backbone, "small_stem": recipe.model.small_stem, "weights": recipe.model.weights}
         config = {**config, "frozen_backbone": frozen, "input_size": recipe.data.image_size}
-        run.write_model("backbone", backbone, {**config, "role": "frozen backbone"})
-    run.write_model("student", trainer.student, {**config, "role": "student"})
-    run.write_model("teacher", trainer.teacher, {**config, "role": "teacher+enhancer"})
-    run.write_csv("to_verify.csv", TO_VERIFY_COLUMNS, result.to_verify)
-    run.write_json("source.json", _source_record(ds))
-    run.write_text("recipe.yaml", dump_recipe(recipe))
+        run.write_model(run_folder.BACKBONE, backbone, {**config, "role": "frozen backbone"})
+    run.write_model(run_folder.STUDENT, trainer.student, {**config, "role": "student"})
+    run.write_model(run_folder.TEACHER, trainer.teacher, {**config, "role": "teacher+enhancer"})
+    run.write_csv(run_folder.TO_VERIFY, run_folder.TO_VERIFY_COLUMNS, result.to_verify)
+    run.write_json(run_folder.SOURCE, _source_record(ds))
+    run.write_text(run_folder.RECIPE, dump_recipe(recipe))
 
 
 def _too_weak_warning(report: dict[str, Any]) -> str:
-    return f"labels left as given: {report['reason']}; verify more images, starting with to_verify.csv"
+    return f"labels left as given: {report['reason']}; verify more images, starting with {run_folder.TO_VERIFY}"
 
 
 def _source_record(ds: LabeledImages) -> dict[str, Any]:

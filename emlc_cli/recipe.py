@@ -15,6 +15,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from emlc_cli.backbones import backbone
+from emlc_cli.corrections import RULE_NAMES
 from emlc_cli.errors import RecipeError
 
 
@@ -58,15 +60,18 @@ class TrainConfig:
     weight_decay: float = 5e-4
     teacher_optimizer: Literal["adam", "sgd"] = "adam"
     teacher_lr: float = 1e-3
+    teacher_momentum: float = 0.9       # the SGD teacher's momentum
+    teacher_decay_factor: float = 0.1   # the Adam teacher's weight decay is weight_decay x this
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     max_steps_per_epoch: int = 0
     finetune_epochs: int = 0
+    finetune_lr_factor: float = 0.1     # the fine-tune's learning rate is student_lr x this
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
 
 
 @dataclass(frozen=True)
 class CorrectConfig:
-    rule: Literal["argmax", "threshold", "posterior"] = "posterior"
+    rule: Literal[RULE_NAMES] = "posterior"  # the names of corrections.RULES
     threshold: float = 0.5
     source: Literal["student", "teacher", "ensemble"] = "student"
 
@@ -107,8 +112,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train.student_momentum": (0.0, 0.999),
     "train.weight_decay": (0.0, 1.0),
     "train.teacher_lr": (1e-8, 10.0),
+    "train.teacher_momentum": (0.0, 0.999),
+    "train.teacher_decay_factor": (0.0, 100.0),
     "train.max_steps_per_epoch": (0, 1 << 30),
     "train.finetune_epochs": (0, 10_000),
+    "train.finetune_lr_factor": (1e-6, 10.0),
     "correct.threshold": (0.0, 1.0),
 }
 
@@ -353,7 +361,7 @@ def _check_consistency(recipe: Recipe, source: str | None) -> None:
             key="meta.steps", source=source,
         )
     model = recipe.model
-    if model.freeze_backbone and (model.backbone == "mlp" or model.weights in ("none", "")):
+    if model.freeze_backbone and (backbone(model.backbone).takes_features or model.weights in ("none", "")):
         raise RecipeError(f"needs a pretrained image backbone (model.backbone={model.backbone}, model.weights={model.weights}): "
                           "set model.weights to a torchvision weight name or a local file", key="model.freeze_backbone", source=source)
     if recipe.meta.warmup_epochs >= recipe.train.epochs:

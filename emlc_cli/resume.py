@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from emlc_cli.errors import OutputError
+from emlc_cli.recipe import Recipe
 
 STATE_KEYS = {"trainer": dict, "recipe": dict, "seed": int, "inputs": dict}
 START_AFRESH = "run the command as it was, or drop --resume and pass --overwrite to start afresh"
@@ -50,9 +51,24 @@ def check_same_inputs(saved: dict[str, Any], now: dict[str, Any]) -> None:
         raise OutputError(f"--resume: the verified set (--clean) changed since the run was interrupted; {START_AFRESH}")
     if saved.get("seed") != now["seed"]:
         raise OutputError(f"--resume: --seed {now['seed']} differs from the interrupted run's {saved.get('seed')}; {START_AFRESH}")
-    changed = _first_difference(saved.get("recipe"), now["recipe"])
+    changed = _first_difference(_with_new_keys(saved.get("recipe"), now["recipe"]), now["recipe"])
     if changed:
         raise OutputError(f"--resume: the recipe changed since the run was interrupted ({changed}); {START_AFRESH}")
+
+
+def _with_new_keys(old: Any, new: dict[str, Any]) -> Any:
+    """A state saved before a recipe key existed ran with that key's default: take the key as unchanged when the
+    resumed run keeps the default."""
+    if not isinstance(old, dict):
+        return old
+    defaults = Recipe().to_dict()
+    merged = {section: dict(values) if isinstance(values, dict) else values for section, values in old.items()}
+    for section, values in new.items():
+        for key, value in values.items() if isinstance(values, dict) else ():
+            if isinstance(merged.get(section), dict) and key not in merged[section] \
+                    and value == defaults.get(section, {}).get(key, object()):
+                merged[section][key] = value
+    return merged
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:

@@ -1,32 +1,61 @@
-"""Device choice, seeding and threading."""
+"""Device choice, seeding and threading. `resolve_device` is the one place a --device string is read."""
 from __future__ import annotations
 
 import os
 import random
+from typing import Optional
 
 import numpy as np
 import torch
 
-from emlc_cli.errors import DeviceError
+from emlc_cli.distributed import launched
+from emlc_cli.errors import DeviceError, UsageError
 
 
-def pick_device(spec: str = "auto") -> torch.device:
-    """auto = CUDA when present, else CPU. Asking for CUDA without one is an error, not a fallback."""
-    spec = spec.strip().lower()
-    if spec == "auto":
+def parse_device(spec: str) -> tuple[str, Optional[int]]:
+    """(`auto` | `cpu` | `cuda`, the CUDA index or None) of a --device string; anything else is one DeviceError."""
+    text = spec.strip().lower()
+    if text in ("auto", "cpu", "cuda"):
+        return text, None
+    index = text.partition(":")[2]
+    if text.startswith("cuda:") and index.isdigit():
+        return "cuda", int(index)
+    raise DeviceError(f"--device '{text}': expected auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """auto = CUDA when present, else CPU. Asking for CUDA without one is an error, not a fallback. Under
+    torchrun each process owns the GPU of its LOCAL_RANK: auto and cuda resolve to it, cuda:N is refused."""
+    kind, index = parse_device(spec)
+    if launched() and kind != "cpu":
+        if index is not None:
+            raise DeviceError(f"--device {spec}: under torchrun each process uses the GPU of its LOCAL_RANK; pass --device cuda")
+        if torch.cuda.is_available():
+            index = int(os.environ["LOCAL_RANK"])
+            torch.cuda.set_device(index)
+            kind = "cuda"
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
+    if kind == "cpu":
         if "OMP_NUM_THREADS" not in os.environ:  # all cores unless the user pinned a thread count
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {spec}: no CUDA GPU is available here; use --device cpu or auto")
-        index = int(spec.split(":")[1]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return torch.device(spec)
-    raise DeviceError(f"--device '{spec}': expected auto, cpu, cuda or cuda:N")
+    named = "cuda" if index is None else f"cuda:{index}"
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device {named}: no CUDA GPU is available here; use --device cpu or auto")
+    if (index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"--device {named}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return torch.device(named)
+
+
+def check_nproc(nproc: int, device: str) -> None:
+    """One process per GPU: more processes than GPUs is an error unless the run is on the CPU."""
+    kind, _ = parse_device(device)
+    if kind == "cpu" or not torch.cuda.is_available():
+        return
+    if nproc > torch.cuda.device_count():
+        raise UsageError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         "use at most that many, or --device cpu")
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emlc_cli import distributed, meta, prediction, tangents
+from emlc_cli.backbones import backbone
 from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet
 from emlc_cli.errors import OutputError, RecipeError, TrainingError
 from emlc_cli.models import batch_stats_only, build_classifier, build_teacher
@@ -43,7 +44,8 @@ class MetaTrainer:
         self.student = build_classifier(m.backbone, num_classes, m.width, m.small_stem, m.weights, in_features).to(device)
         self.teacher = build_teacher(m.backbone, num_classes, m.width, m.small_stem, m.weights,
                                      m.enhancer_hidden, m.label_embedding, in_features).to(device)
-        self.channels_last = noisy.images.ndim == 4 and (device.type == "cuda" or m.backbone == "small_cnn")
+        kind = backbone(m.backbone)
+        self.channels_last = noisy.images.ndim == 4 and (device.type == "cuda" or kind.channels_last_on_cpu)
         # bf16 autocast on CUDA for the heavy forwards; the look-ahead gradient and the JVP stay in fp32
         self.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
         if self.channels_last:
@@ -54,8 +56,8 @@ class MetaTrainer:
         self.teacher_forward = self._compiled(self.teacher.classifier.features_and_logits)
         # CPU float32 with a plain layer stack: J g from the student step's own activations (see tangents.py);
         # a compiled student would not call the recording hooks
-        eager = recipe.train.compile == "off"
-        self.tangent_chain = tangents.layer_chain(self.student) if device.type == "cpu" and eager else None
+        recorded = kind.recorded_jvp and device.type == "cpu" and recipe.train.compile == "off"
+        self.tangent_chain = tangents.layer_chain(self.student) if recorded else None
         self.batches = BatchMaker(device, recipe.data.augment, self.channels_last)
         self.eval_batches = BatchMaker(device, "none", self.channels_last)
         self.steps_per_epoch = self._steps_per_epoch()
@@ -109,9 +111,10 @@ class MetaTrainer:
         student = torch.optim.SGD(self.student.parameters(), lr=t.student_lr, momentum=t.student_momentum,
                                   weight_decay=t.weight_decay, nesterov=False)
         if t.teacher_optimizer == "adam":
-            teacher = torch.optim.Adam(self.teacher.parameters(), lr=t.teacher_lr, weight_decay=t.weight_decay * 0.1)
+            decay = t.weight_decay * t.teacher_decay_factor
+            teacher = torch.optim.Adam(self.teacher.parameters(), lr=t.teacher_lr, weight_decay=decay)
         else:
-            teacher = torch.optim.SGD(self.teacher.parameters(), lr=t.teacher_lr, momentum=0.9, weight_decay=t.weight_decay)
+            teacher = torch.optim.SGD(self.teacher.parameters(), lr=t.teacher_lr, momentum=t.teacher_momentum, weight_decay=t.weight_decay)
         return student, teacher
 
     def _lr_factor(self, step: int, total: int) -> float:
@@ -175,19 +178,20 @@ class MetaTrainer:
             yield StepReport(self.epoch, r.train.epochs, self.step, self.steps_per_epoch, phase, s_loss, t_loss, rate)
 
     def finetune(self, data: TensorSet, epochs: int) -> Iterator[StepReport]:
-        """The student's last pass: cross-entropy on the final corrected labels (hard), at a tenth of the
-        student's learning rate, cosine to zero. Kept unless the verified holdout gets worse by more than its
-        standard error: the student it replaces is the epoch that holdout picked as best, so its score there is
-        optimistic, and a strict `>=` would reject fine-tunes that do not hurt."""
+        """The student's last pass: cross-entropy on the final corrected labels (hard), at train.finetune_lr_factor
+        (0.1) of the student's learning rate, cosine to zero. Kept unless the verified holdout gets worse by more
+        than its standard error: the student it replaces is the epoch that holdout picked as best, so its score
+        there is optimistic, and a strict `>=` would reject fine-tunes that do not hurt."""
         before, baseline = copy.deepcopy(self.student.state_dict()), self._holdout_student_accuracy()
-        sampler = ShuffledSampler(len(data), self.recipe.train.batch_size, endless=True)
+        t = self.recipe.train
+        sampler = ShuffledSampler(len(data), t.batch_size, endless=True)
         steps, started = epochs * self.steps_per_epoch, time.perf_counter()
         for step in range(steps):
             with self.watch("batches"):
                 idx = self._mine(sampler.next(self.shuffle_generator))
                 batch = (self._batch(data, idx), data.labels[idx].to(self.device), *self._clean_batch())
             for group in self.student_opt.param_groups:
-                group["lr"] = 0.1 * self.recipe.train.student_lr * self._lr_factor(step, steps)
+                group["lr"] = t.finetune_lr_factor * t.student_lr * self._lr_factor(step, steps)
             with self.watch("finetune_steps"):
                 loss = self.warmup_step(*batch)
             rate = (step + 1) * len(idx) * self.world.size / max(1e-9, time.perf_counter() - started)

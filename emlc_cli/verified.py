@@ -7,12 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from emlc_cli.data.hf import SourceSpec, check_model_input, load_source, manifest_key
+from emlc_cli.backbones import check_model_input
+from emlc_cli.data.imagefolder import check_inside
+from emlc_cli.data.kinds import load_source
+from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
-from emlc_cli.data.sources import LabeledImages, check_inside
+from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError
 from emlc_cli.models import validate_backbone
 from emlc_cli.recipe import Recipe
+from emlc_cli.run_folder import manifest_key
 
 
 @dataclass
@@ -35,16 +39,17 @@ class Prepared:
         return [i for i in range(len(self.dataset)) if i not in self.verified]
 
 
-def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, labels_csv: Path | None = None, seed: int = 0) -> Prepared:
+def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, seed: int = 0) -> Prepared:
     """Read and validate the dataset and the verified subset; nothing is trained or written.
 
-    `data` is an image folder, or any source emlc_cli.data.hf reads (a SourceSpec, or a path / hf:// string)."""
+    `data` is an image folder, or any source emlc_cli.data.kinds reads (a SourceSpec, which also carries
+    `--labels`, or a path / hf:// string)."""
     validate_backbone(recipe.model.backbone, recipe.model.weights)
-    dataset = load_source(data, labels_csv)
+    dataset = load_source(data)
     check_model_input(dataset, recipe.model.backbone)
     verified: dict[int, int] = {}
     index = dataset.index_of()
-    key = manifest_key(dataset)
+    key = manifest_key(dataset.kind)
     for manifest in clean_csv:
         rows = read_path_label_csv(Path(manifest), key=key)
         for path, _, row in rows:

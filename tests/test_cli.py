@@ -74,7 +74,8 @@ def test_checkpoint_loads_weights_only_and_reproduces_holdout(noisy_folder):
     reported = [e["student_holdout_acc"] for e in summary["epochs"] if e["best"]][-1]
     holdout = summary["holdout_paths"]
     assert holdout
-    from emlc_cli.data.sources import LabeledImages, decode_images
+    from emlc_cli.data.decode import decode_images
+    from emlc_cli.data.labeled import LabeledImages
     from emlc_cli.evaluation import load_student, predict_images
 
     model, _ = load_student(out, torch.device("cpu"))
@@ -119,7 +120,7 @@ def test_dry_run_prints_resolved_recipe_and_writes_nothing(noisy_folder):
 
 def test_demo_set_is_consistent(tmp_path):
     from emlc_cli.data.demo import extract_demo
-    from emlc_cli.data.sources import load_image_folder
+    from emlc_cli.data.imagefolder import load_image_folder
 
     root = extract_demo(tmp_path)
     train, test = load_image_folder(root / "train"), load_image_folder(root / "test")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from emlc_cli import corrections
+from emlc_cli.recipe import CorrectConfig
 
 
 def synthetic(noise: float, n: int = 4000, classes: int = 5, signal: float = 2.0, seed: int = 0):
@@ -36,7 +37,7 @@ def test_em_moves_the_noise_estimate_toward_the_truth(noise):
 @pytest.mark.parametrize("noise", [0.05, 0.1, 0.3, 0.5])
 def test_posterior_rule_never_harms_and_helps_under_heavy_noise(noise):
     probs, given, true = synthetic(noise)
-    fixed = corrections.correct(probs, np.full(len(given), 0.5), given, "posterior")
+    fixed = corrections.correct(probs, np.full(len(given), 0.5), given, CorrectConfig(rule="posterior"))
     given_acc, corrected_acc = (given == true).mean(), (fixed.labels == true).mean()
     assert corrected_acc >= given_acc - 0.005
     if noise >= 0.3:
@@ -46,13 +47,13 @@ def test_posterior_rule_never_harms_and_helps_under_heavy_noise(noise):
 def test_argmax_rule_follows_the_retain_weight():
     probs = np.array([[0.1, 0.9], [0.1, 0.9]])
     given = np.array([0, 0])
-    fixed = corrections.correct(probs, np.array([0.9, 0.1]), given, "argmax")
+    fixed = corrections.correct(probs, np.array([0.9, 0.1]), given, CorrectConfig(rule="argmax"))
     assert fixed.labels.tolist() == [0, 1]
 
 
 def test_threshold_rule_keeps_unconfident_changes():
     probs = np.array([[0.2, 0.8], [0.0, 1.0]])
-    fixed = corrections.correct(probs, np.array([0.3, 0.0]), np.array([0, 0]), "threshold", threshold=0.9)
+    fixed = corrections.correct(probs, np.array([0.3, 0.0]), np.array([0, 0]), CorrectConfig(rule="threshold", threshold=0.9))
     assert fixed.labels.tolist() == [0, 1]
 
 
@@ -64,7 +65,7 @@ def test_temperature_fit_recovers_a_known_temperature():
 
 def test_verification_candidates_put_uncertain_rows_first():
     probs, given, _ = synthetic(0.3, n=500)
-    fixed = corrections.correct(probs, np.full(500, 0.5), given, "posterior")
+    fixed = corrections.correct(probs, np.full(500, 0.5), given, CorrectConfig(rule="posterior"))
     rows = corrections.verification_candidates(fixed, given, np.full(500, 0.5), probs, probs, limit=50)
     priorities = [p for _, _, p in rows]
     assert len(rows) == 50 and priorities == sorted(priorities, reverse=True)

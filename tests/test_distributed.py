@@ -86,7 +86,7 @@ def test_shards_cover_every_row_once(total, size):
 
 
 def test_nproc_beyond_the_gpus_is_refused(monkeypatch):
-    from emlc_cli.distributed import check_nproc
+    from emlc_cli.runtime import check_nproc
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

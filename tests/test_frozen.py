@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from conftest import CLASSES, COLOURS, TINY, make_image
 from emlc_cli.cli.app import app
 from emlc_cli.evaluation import evaluate_student, evaluate_truth
-from emlc_cli.models import SmallCNN
+from emlc_cli.nets import SmallCNN
 
 runner = CliRunner()
 

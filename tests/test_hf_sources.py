@@ -12,8 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from emlc_cli.cli.app import app
-from emlc_cli.data import hf
-from emlc_cli.data.sources import decode_images, load_image_folder
+from emlc_cli.data import huggingface
+from emlc_cli.data.decode import decode_images
+from emlc_cli.data.imagefolder import load_image_folder
+from emlc_cli.data.kinds import load_source, open_run_images
+from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError
 from tests.conftest import CLASSES, COLOURS, make_image, write_csv
 
@@ -90,7 +93,7 @@ def _fingerprints(data, size: int = 16) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("kind", ["saved", "saved_dict", "parquet", "shards", "meta"])
 def test_every_source_reads_like_the_image_folder(sources, kind):
     folder = load_image_folder(sources["folder"])
-    data = hf.load_source(sources[kind])
+    data = load_source(sources[kind])
     assert data.kind == {"saved": "hf_disk", "saved_dict": "hf_disk", "shards": "parquet", "meta": "metadata_folder"}.get(kind, kind)
     assert data.classes == folder.classes == CLASSES
     assert data.open_image is not None and data.features is None
@@ -106,8 +109,8 @@ def test_every_source_reads_like_the_image_folder(sources, kind):
 
 
 def test_feature_column_and_npy_give_the_same_matrix(sources):
-    from_parquet = hf.load_source(hf.SourceSpec(str(sources["parquet"]), feature_column="emb"))
-    from_npy = hf.load_source(hf.SourceSpec(str(sources["npy"]), labels_csv=str(sources["npy_labels"])))
+    from_parquet = load_source(SourceSpec(str(sources["parquet"]), feature_column="emb"))
+    from_npy = load_source(SourceSpec(str(sources["npy"]), labels_csv=str(sources["npy_labels"])))
     expected = np.stack([it[4] for it in sources["items"]])
     for data in (from_parquet, from_npy):
         assert data.features.shape == (len(expected), DIM) and data.features.dtype == np.float32
@@ -118,11 +121,11 @@ def test_feature_column_and_npy_give_the_same_matrix(sources):
 
 
 def test_id_column_split_and_plain_labels(sources, tmp_path):
-    data = hf.load_source(hf.SourceSpec(str(sources["saved_dict"]), split="test", id_column="uid"))
+    data = load_source(SourceSpec(str(sources["saved_dict"]), split="test", id_column="uid"))
     assert len(data) == 12 and data.paths[0] == Path(sources["items"][0][0]).stem and data.origin["split"] == "test"
     plain = Dataset.from_dict({"x": [[0.0, 1.0]] * 5, "label": [10, 2, 2, 10, 5]})
     plain.to_parquet(str(tmp_path / "plain.parquet"))
-    read = hf.load_source(hf.SourceSpec(str(tmp_path / "plain.parquet"), feature_column="x"))
+    read = load_source(SourceSpec(str(tmp_path / "plain.parquet"), feature_column="x"))
     assert read.classes == ["2", "5", "10"] and read.labels.tolist() == [2, 0, 0, 2, 1]
     assert read.origin["label_values"] == [2, 5, 10] and read.origin["label_type"] == "int"
 
@@ -137,19 +140,19 @@ def test_id_column_split_and_plain_labels(sources, tmp_path):
 def test_bad_options_name_the_column_or_split(sources, spec, message):
     location = sources["saved_dict"] if "split" in spec else sources["saved"]
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        hf.load_source(hf.SourceSpec(str(location), **spec))
+        load_source(SourceSpec(str(location), **spec))
 
 
 def test_bad_rows_are_named(tmp_path):
     Dataset.from_dict({"label": ["a", "b", "a"], "uid": ["x", "y", "x"], "v": [[1.0], [2.0], [3.0]],
                        "w": [[1.0], [2.0], [float("nan")]]}).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(DataError, match="id 'x' of column 'uid' appears in rows 0 and 2"):
-        hf.load_source(hf.SourceSpec(str(tmp_path / "d"), id_column="uid", feature_column="v"))
+        load_source(SourceSpec(str(tmp_path / "d"), id_column="uid", feature_column="v"))
     with pytest.raises(DataError, match="row 2 has a NaN"):
-        hf.load_source(hf.SourceSpec(str(tmp_path / "d"), feature_column="w"))
+        load_source(SourceSpec(str(tmp_path / "d"), feature_column="w"))
     Dataset.from_dict({"label": ["a", None], "v": [[1.0], [2.0]]}).save_to_disk(str(tmp_path / "e"))
     with pytest.raises(DataError, match="column 'label' has no label in row 1"):
-        hf.load_source(hf.SourceSpec(str(tmp_path / "e"), feature_column="v"))
+        load_source(SourceSpec(str(tmp_path / "e"), feature_column="v"))
 
 
 def test_hub_source_passes_config_split_and_revision(sources, monkeypatch):
@@ -160,12 +163,12 @@ def test_hub_source_passes_config_split_and_revision(sources, monkeypatch):
         return sources["dataset"]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    monkeypatch.setattr(hf, "_revision", lambda spec, kind: "abc123")
-    monkeypatch.setattr(hf, "check_hub_reachable", lambda where: None)  # offline test: no endpoint to reach
-    data = hf.load_source(hf.SourceSpec("hf://someone/colours", config="small", split="train", revision="v1"))
+    monkeypatch.setattr(huggingface, "_revision", lambda spec, kind: "abc123")
+    monkeypatch.setattr(huggingface, "check_hub_reachable", lambda where: None)  # offline test: no endpoint to reach
+    data = load_source(SourceSpec("hf://someone/colours", config="small", split="train", revision="v1"))
     assert calls == [("someone/colours", {"name": "small", "split": "train", "revision": "v1"})]
     assert data.kind == "hub" and data.origin["location"] == "hf://someone/colours" and data.origin["revision"] == "abc123"
-    assert hf.SourceSpec("hf://someone/colours").run_name() == "colours"
+    assert SourceSpec("hf://someone/colours").run_name() == "colours"
 
 
 def run_cli(*args: str):
@@ -197,7 +200,7 @@ def test_save_to_disk_cleans_like_the_image_folder(image_runs):
     record = json.loads((image_runs["saved"] / "source.json").read_text())
     assert record["kind"] == "hf_disk" and record["label_column"] == "label" and record["image_column"] == "image"
     assert record["command"].startswith("emlc clean ") and "--clean" in record["command"]
-    assert hf.open_run_images(image_runs["saved"])("3").size == (16, 16)
+    assert open_run_images(image_runs["saved"])("3").size == (16, 16)
 
 
 def test_push_to_folder_round_trips_through_load_dataset(image_runs, sources, tmp_path):
@@ -275,10 +278,10 @@ def test_npy_rows_named_by_their_index_may_come_in_any_order(tmp_path):
     order = [3, 0, 5, 1, 4, 2]
     names = ["a", "b", "c", "a", "b", "c"]  # row i's label
     write_csv(tmp_path / "labels.csv", [(str(i), names[i]) for i in order], header=("id", "label"))
-    data = hf.load_source(hf.SourceSpec(str(tmp_path / "emb.npy"), labels_csv=str(tmp_path / "labels.csv")))
+    data = load_source(SourceSpec(str(tmp_path / "emb.npy"), labels_csv=str(tmp_path / "labels.csv")))
     assert data.paths == [str(i) for i in range(6)]
     assert [data.classes[c] for c in data.labels] == names
     named = [("x", "a"), ("y", "b"), ("z", "c"), ("w", "a"), ("v", "b"), ("u", "c")]
     write_csv(tmp_path / "named.csv", named, header=("id", "label"))
-    in_file_order = hf.load_source(hf.SourceSpec(str(tmp_path / "emb.npy"), labels_csv=str(tmp_path / "named.csv")))
+    in_file_order = load_source(SourceSpec(str(tmp_path / "emb.npy"), labels_csv=str(tmp_path / "named.csv")))
     assert in_file_order.paths == [n for n, _ in named]

@@ -25,9 +25,13 @@ from typer.testing import CliRunner
 
 from emlc_cli.cli.app import app
 from emlc_cli.data import cache as cache_mod
-from emlc_cli.data import hf
+from emlc_cli.data.columns import encode_labels
+from emlc_cli.data.decode import decode_images
+from emlc_cli.data.imagefolder import load_image_folder
+from emlc_cli.data.kinds import load_source
+from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import read_path_label_csv
-from emlc_cli.data.sources import LabeledImages, decode_images, load_image_folder
+from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError, RecipeError
 from emlc_cli.recipe import load_recipe
 from tests.conftest import TINY, write_csv
@@ -257,7 +261,7 @@ def test_classlabel_value_beyond_the_names_is_refused():
     from datasets import ClassLabel
 
     with pytest.raises(DataError, match=r"column 'label', row 1: label 7 is not a class \(the ClassLabel has 4 names"):
-        hf.encode_labels([0, 7, 1], "label", ClassLabel(names=["a", "b", "c", "d"]), "data.parquet")
+        encode_labels([0, 7, 1], "label", ClassLabel(names=["a", "b", "c", "d"]), "data.parquet")
 
 
 def test_parquet_claiming_a_classlabel_it_breaks_is_refused(tmp_path, isolated_datasets_cache):
@@ -271,7 +275,7 @@ def test_parquet_claiming_a_classlabel_it_breaks_is_refused(tmp_path, isolated_d
     table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
     pq.write_table(table, tmp_path / "d.parquet")
     with pytest.raises(DataError, match=r"d.parquet: column 'label', row 1: label 7 is not a class"):
-        hf.load_source(hf.SourceSpec(str(tmp_path / "d.parquet"), feature_column="v"))
+        load_source(SourceSpec(str(tmp_path / "d.parquet"), feature_column="v"))
 
 
 # --- 3. symlinks, stale caches, an unreachable Hub ----------------------------------------------------------
@@ -285,7 +289,7 @@ def test_symlinked_class_folder_back_into_data_is_skipped_once(noisy_folder, cap
     outside.mkdir(parents=True)
     Image.new("RGB", (16, 16), (250, 250, 0)).save(outside / "y.png")
     (root / "yellow").symlink_to(outside, target_is_directory=True)
-    with caplog.at_level(logging.WARNING, logger="emlc_cli.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="emlc_cli.data.imagefolder"):
         data = in_thread(lambda: load_image_folder(root))
     assert data.classes == ["blue", "green", "red", "yellow"] and len(data) == 121
     warned = [r.getMessage() for r in caplog.records if "symlinked" in r.getMessage()]

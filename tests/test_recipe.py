@@ -75,3 +75,39 @@ def test_unknown_backbone_lists_close_names():
     with pytest.raises(RecipeError) as info:
         validate_backbone("resnet180", "none")
     assert "model.backbone" in info.value.one_line() and "resnet18" in info.value.one_line()
+
+
+def test_optimiser_factors_are_recipe_keys_with_the_former_constants():
+    train = load_recipe("quick").train
+    assert (train.teacher_momentum, train.teacher_decay_factor, train.finetune_lr_factor) == (0.9, 0.1, 0.1)
+    changed = load_recipe("quick", ["train.teacher_momentum=0.5", "train.finetune_lr_factor=0.2"]).train
+    assert (changed.teacher_momentum, changed.finetune_lr_factor) == (0.5, 0.2)
+    with pytest.raises(RecipeError) as info:
+        load_recipe("quick", ["train.teacher_momentum=1.5"])
+    assert "train.teacher_momentum" in info.value.one_line() and "[0, 0.999]" in info.value.one_line()
+
+
+def test_rule_choices_are_the_rule_table():
+    from emlc_cli.corrections import RULES
+
+    for name in RULES:
+        assert recipe_from_dict({"correct": {"rule": name}}).correct.rule == name
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict({"correct": {"rule": "vote"}})
+    assert ", ".join(RULES) in info.value.one_line()
+
+
+def test_trainer_takes_the_optimiser_factors_from_the_recipe():
+    import torch
+
+    from emlc_cli.data.loaders import TensorSet
+    from emlc_cli.trainer import MetaTrainer
+
+    data = TensorSet(torch.zeros(8, 3, 16, 16, dtype=torch.uint8), torch.tensor([0, 1] * 4))
+    small = ["model.width=4", "data.image_size=16", "train.batch_size=4", "train.clean_batch_size=4"]
+    adam = load_recipe("quick", [*small, "train.teacher_decay_factor=0.5"])
+    trainer = MetaTrainer(adam, 2, data, data, data, device=torch.device("cpu"))
+    assert trainer.teacher_opt.param_groups[0]["weight_decay"] == adam.train.weight_decay * 0.5
+    sgd = load_recipe("quick", [*small, "train.teacher_optimizer=sgd", "train.teacher_momentum=0.7"])
+    trainer = MetaTrainer(sgd, 2, data, data, data, device=torch.device("cpu"))
+    assert trainer.teacher_opt.param_groups[0]["momentum"] == 0.7

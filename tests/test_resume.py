@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from emlc_cli.errors import OutputError
-from emlc_cli.outputs import STATE_FILE, load_training_state, staging_path
+from emlc_cli.outputs import load_training_state
+from emlc_cli.run_folder import STATE_FILE, staging_path
 from tests.conftest import tiny
 
 RESUME_RECIPE = tiny("train.epochs=6", "meta.warmup_epochs=1")
@@ -152,3 +153,16 @@ def csv_rows(path: Path) -> list[list[str]]:
 
     with path.open() as handle:
         return list(csv.reader(handle))[1:]
+
+
+def test_a_state_saved_before_a_recipe_key_existed_resumes_only_with_its_default():
+    from emlc_cli import resume
+    from emlc_cli.recipe import load_recipe
+
+    now = resume.fingerprint(["a.png"], np.array([0]), ["x"], {}, load_recipe("quick").to_dict(), 0)
+    saved = {**now, "recipe": {s: dict(v) if isinstance(v, dict) else v for s, v in now["recipe"].items()}}
+    del saved["recipe"]["train"]["teacher_momentum"]
+    resume.check_same_inputs(saved, now)
+    now["recipe"]["train"]["teacher_momentum"] = 0.5
+    with pytest.raises(OutputError, match="train.teacher_momentum: None -> 0.5"):
+        resume.check_same_inputs(saved, now)

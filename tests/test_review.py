@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import emlc_cli.data
 from emlc_cli import pipeline, review
 from emlc_cli.cli.app import app
 from emlc_cli.recipe import load_recipe
-from emlc_cli.review_sheet import BACKGROUND, BORDER, sheet_geometry
+from emlc_cli.review import thumbnails
+from emlc_cli.review.sheet import BACKGROUND, BORDER, sheet_geometry
 from tests.conftest import CLASSES, COLOURS, make_image, write_csv
 
 runner = CliRunner()
@@ -255,7 +255,7 @@ def test_open_run_images_helper_is_used_for_other_sources(tmp_path, monkeypatch)
         seen.append(run)
         return lambda path: Image.new("RGB", (40, 30), (10, 200, 10))
 
-    monkeypatch.setattr(emlc_cli.data, "open_run_images", open_run_images, raising=False)
+    monkeypatch.setattr(thumbnails, "open_run_images", open_run_images)
     run = fake_run(tmp_path, [("a", "x", "y", 0.9), ("b", "x", "x", 0.4), ("c", "y", "y", 0.8)], kind="huggingface")
     result = review.write_report(run, top=5)
     assert seen and result.missing_images == 0

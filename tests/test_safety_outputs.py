@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from emlc_cli import errors, outputs
+from emlc_cli import errors, outputs, run_folder
 from emlc_cli.cli.app import app
 from emlc_cli.errors import OutputError
 from tests.conftest import TINY
@@ -58,7 +58,7 @@ def dead_pid() -> int:
 
 
 def write_lock(out: Path, pid: int) -> Path:
-    lock = outputs.lock_path(out)
+    lock = run_folder.lock_path(out)
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
     return lock
@@ -82,7 +82,7 @@ def test_clean_out_is_data_or_holds_a_manifest(noisy_folder):
     holder.mkdir()
     manifest = holder / "decisions.csv"
     manifest.write_bytes(noisy_folder["clean"].read_bytes())
-    (holder / outputs.MARKERS["run"]).write_text("{}")  # even an emlc folder is kept when it holds an input
+    (holder / run_folder.MARKERS["run"]).write_text("{}")  # even an emlc folder is kept when it holds an input
     args = clean_args({**noisy_folder, "clean": manifest}, holder, "--overwrite")
     one_line_error(runner.invoke(app, args), "contains the input", "decisions.csv")
     assert manifest.is_file() and tree_hash(noisy_folder["root"]) == before
@@ -97,12 +97,12 @@ def test_overwrite_only_replaces_folders_emlc_wrote(noisy_folder, tmp_path):
     assert (foreign / "thesis.tex").read_text() == "precious"
     legacy = tmp_path / "legacy"
     legacy.mkdir()
-    for name in outputs.LEGACY_RUN:
+    for name in run_folder.LEGACY_RUN:
         (legacy / name).write_text("{}")
     outputs.check_out_dir(legacy, noisy_folder["root"], overwrite=True)  # a run folder from before the markers
     marked = tmp_path / "marked"
     marked.mkdir()
-    (marked / outputs.MARKERS["export"]).write_text("{}")
+    (marked / run_folder.MARKERS["export"]).write_text("{}")
     outputs.check_out_dir(marked, noisy_folder["root"], overwrite=True)
 
 
@@ -125,10 +125,10 @@ def test_export_and_push_refuse_data_its_parents_and_the_run(noisy_folder, image
 def test_export_writes_a_marker_and_can_replace_its_own_export(noisy_folder, image_run, tmp_path):
     dest = tmp_path / "clean-copy"
     assert runner.invoke(app, ["export", str(image_run), str(dest), "--quiet"]).exit_code == 0
-    assert (dest / outputs.MARKERS["export"]).is_file() and outputs.is_emlc_folder(dest)
+    assert (dest / run_folder.MARKERS["export"]).is_file() and outputs.is_emlc_folder(dest)
     again = runner.invoke(app, ["export", str(image_run), str(dest), "--overwrite", "--quiet"])
     assert again.exit_code == 0, again.output
-    assert not outputs.lock_path(dest).exists() and not outputs.staging_path(dest).exists()
+    assert not run_folder.lock_path(dest).exists() and not run_folder.staging_path(dest).exists()
 
 
 # 2. tokens: stripped before use, redacted in every form, never logged (EMLC_DEBUG=1 included)
@@ -197,11 +197,11 @@ def test_a_stale_lock_is_taken_over_and_released(image_run, tmp_path):
     write_lock(dest, dead_pid())
     result = runner.invoke(app, ["export", str(image_run), str(dest), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert not outputs.lock_path(dest).exists()
+    assert not run_folder.lock_path(dest).exists()
     write_lock(tmp_path / "r", dead_pid())
     with outputs.RunDir(tmp_path / "r") as run:
-        assert outputs.lock_holder(outputs.lock_path(run.final)) == os.getpid()
-    assert not outputs.lock_path(tmp_path / "r").exists()
+        assert outputs.lock_holder(run_folder.lock_path(run.final)) == os.getpid()
+    assert not run_folder.lock_path(tmp_path / "r").exists()
 
 
 # 4. disk full: one line, nothing half-written, the last complete state kept
@@ -228,11 +228,11 @@ def test_disk_full_while_saving_the_state_keeps_the_last_complete_one(noisy_fold
     out = noisy_folder["tmp"] / "run"
     before = tree_hash(noisy_folder["root"])
     result = runner.invoke(app, clean_args(noisy_folder, out))
-    one_line_error(result, "no space left while writing", outputs.STATE_FILE, "MB free", "--resume")
-    staged = outputs.staging_path(out)
-    assert sorted(p.name for p in staged.iterdir()) == sorted([outputs.STATE_FILE, outputs.MARKERS["run"]])
-    assert outputs.load_training_state(staged / outputs.STATE_FILE)["seed"] == 0
-    assert not out.exists() and not outputs.lock_path(out).exists() and tree_hash(noisy_folder["root"]) == before
+    one_line_error(result, "no space left while writing", run_folder.STATE_FILE, "MB free", "--resume")
+    staged = run_folder.staging_path(out)
+    assert sorted(p.name for p in staged.iterdir()) == sorted([run_folder.STATE_FILE, run_folder.MARKERS["run"]])
+    assert outputs.load_training_state(staged / run_folder.STATE_FILE)["seed"] == 0
+    assert not out.exists() and not run_folder.lock_path(out).exists() and tree_hash(noisy_folder["root"]) == before
 
 
 def test_disk_full_on_the_first_state_or_an_output_removes_the_staging(tmp_path, monkeypatch):
@@ -240,7 +240,7 @@ def test_disk_full_on_the_first_state_or_an_output_removes_the_staging(tmp_path,
     with pytest.raises(OutputError, match="no space left while writing"):
         with outputs.RunDir(tmp_path / "a") as run:
             run.save_state({"seed": 0})
-    assert not outputs.staging_path(tmp_path / "a").exists() and not outputs.lock_path(tmp_path / "a").exists()
+    assert not run_folder.staging_path(tmp_path / "a").exists() and not run_folder.lock_path(tmp_path / "a").exists()
 
     real_open = open
 
@@ -255,8 +255,8 @@ def test_disk_full_on_the_first_state_or_an_output_removes_the_staging(tmp_path,
     with pytest.raises(OutputError, match=r"no space left while writing .*corrected.csv \(\d+ MB free\)"):
         with outputs.RunDir(tmp_path / "b") as run:
             run.write_json("summary.json", {})
-            run.write_csv("corrected.csv", outputs.CORRECTED_COLUMNS, [])
-    assert not outputs.staging_path(tmp_path / "b").exists()
+            run.write_csv("corrected.csv", run_folder.CORRECTED_COLUMNS, [])
+    assert not run_folder.staging_path(tmp_path / "b").exists()
 
 
 def test_disk_full_during_export_is_one_line_and_leaves_nothing(image_run, tmp_path, monkeypatch):
@@ -273,7 +273,7 @@ def test_disk_full_during_export_is_one_line_and_leaves_nothing(image_run, tmp_p
     monkeypatch.setattr(shutil, "copy2", full)
     dest = tmp_path / "copy"
     one_line_error(runner.invoke(app, ["export", str(image_run), str(dest)]), "no space left while writing", "MB free")
-    assert not dest.exists() and not outputs.staging_path(dest).exists() and not outputs.lock_path(dest).exists()
+    assert not dest.exists() and not run_folder.staging_path(dest).exists() and not run_folder.lock_path(dest).exists()
 
 
 # 5. command-line values
@@ -390,13 +390,13 @@ def test_help_still_works():
 
 def test_a_foreign_staging_folder_or_lock_file_is_never_removed(tmp_path):
     out = tmp_path / "r"
-    staged = outputs.staging_path(out)
+    staged = run_folder.staging_path(out)
     staged.mkdir()
     (staged / "mine.txt").write_text("user data")
     with pytest.raises(OutputError, match="was not made by emlc"):
         outputs.RunDir(out)
     assert (staged / "mine.txt").read_text() == "user data"
-    lock = outputs.lock_path(tmp_path / "s")
+    lock = run_folder.lock_path(tmp_path / "s")
     lock.write_text("not a lock, a user's notes")
     with pytest.raises(OutputError, match="is not an emlc lock"):
         outputs.RunDir(tmp_path / "s")

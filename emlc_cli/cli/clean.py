@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -39,9 +39,10 @@ def clean_command(
     """Train EMLC on DATA and write corrected labels, checkpoints and a summary to --out."""
     from emlc_cli import console, distributed, pipeline
     from emlc_cli.recipe import dump_recipe, load_recipe
+    from emlc_cli.runtime import check_nproc
 
     if nproc > 1 and not distributed.launched() and not dry_run:
-        distributed.check_nproc(nproc, device)
+        check_nproc(nproc, device)
         raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
     quiet = quiet or not distributed.is_main_process()
 
@@ -50,9 +51,9 @@ def clean_command(
     resolved = load_recipe(recipe or ("features" if spec.uses_features else "default"), overrides or [])
     out_dir = out or Path("runs") / spec.run_name()
     if distributed.is_main_process():  # before any data is read, also for --dry-run
-        _check_out(out_dir, spec, clean, labels, recipe, overwrite, resume)
+        _check_out(out_dir, spec, clean, recipe, overwrite, resume)
     if dry_run:
-        prepared = pipeline.prepare(spec, clean, resolved, labels, seed)
+        prepared = pipeline.prepare(spec, clean, resolved, seed)
         console.text(dump_recipe(resolved))
         console.text(f"# {len(prepared.dataset)} images, {len(prepared.dataset.classes)} classes, "
                      f"{len(prepared.verified)} verified, {len(prepared.holdout)} held out; would write {out_dir}")
@@ -60,16 +61,15 @@ def clean_command(
             console.warning(message)
         return
     with console.TrainingProgress(quiet) as progress:
-        result = pipeline.clean(spec, clean, out_dir, resolved, labels, device, seed, overwrite, on_event=progress,
-                                 resume=resume, strict=strict)
+        result = pipeline.clean(spec, clean, out_dir, resolved, device, seed, overwrite, on_event=progress,
+                                resume=resume, strict=strict)
     if not quiet:
         console.clean_summary(result.summary, str(result.out))
 
 
-def _check_out(out_dir: Path, spec: object, clean: list[Path], labels: Optional[Path], recipe: Optional[str],
-               overwrite: bool, resume: bool) -> None:
-    """--out may not be, hold or lie inside DATA, and may not hold a file this run reads (manifests, recipe)."""
+def _check_out(out_dir: Path, spec: Any, clean: list[Path], recipe: Optional[str], overwrite: bool, resume: bool) -> None:
+    """--out may not be, hold or lie inside DATA, and may not hold a file this run reads (manifests, labels, recipe)."""
     from emlc_cli.outputs import check_out_dir
 
-    reads = [(Path(p), "the input") for p in (*clean, labels, recipe) if p is not None and Path(p).exists()]
+    reads = [(Path(p), "the input") for p in (*clean, spec.labels_csv, recipe) if p is not None and Path(p).exists()]
     check_out_dir(out_dir, spec, overwrite, resume, protect=reads)

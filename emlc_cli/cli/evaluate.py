@@ -36,7 +36,8 @@ def evaluate_command(
     if not run.is_dir():
         raise EmlcError(f"{run}: run folder not found")
     if data is not None:
-        from emlc_cli.data.hf import read_source_record, spec_like_run
+        from emlc_cli.data.kinds import spec_like_run
+        from emlc_cli.run_folder import read_source_record
 
         spec = spec_like_run(read_source_record(run, required=False), data, labels, config=config, split=split, revision=revision,
                              image_column=image_column, label_column=label_column, id_column=id_column, feature_column=feature_column)

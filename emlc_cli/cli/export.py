@@ -20,12 +20,13 @@ def export_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Write the images of an image-folder run under their corrected class (hard links where possible, else copies)."""
-    from emlc_cli import console, hub
+    from emlc_cli import console
+    from emlc_cli.export import export_imagefolder
 
     if format not in FORMATS:
         raise EmlcError(f"--format {format}: supported formats: {', '.join(FORMATS)} (for Hub layout use `emlc push RUN --to DIR`)")
     if not run.is_dir():
         raise EmlcError(f"{run}: run folder not found")
-    result = hub.export_imagefolder(run, dest, overwrite)
+    result = export_imagefolder(run, dest, overwrite)
     if not quiet:
         console.text(f"{result.rows} images ({result.changed} under a new class) -> {result.location}")

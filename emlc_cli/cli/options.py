@@ -6,7 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Shipped recipe name or a path to a YAML file.")]
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="Recipe overrides, e.g. train.epochs=3 model.width=32.", show_default=False)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding (and so seed_everything) takes 0 <= seed < 2**32

@@ -25,7 +25,7 @@ FeatureColumnOpt = Annotated[Optional[str], typer.Option(
 def build_spec(data: str, labels: Any = None, config: Optional[str] = None, split: Optional[str] = None,
                revision: Optional[str] = None, image_column: Optional[str] = None, label_column: str = "label",
                id_column: Optional[str] = None, feature_column: Optional[str] = None, command: Optional[str] = None) -> Any:
-    from emlc_cli.data.hf import SourceSpec
+    from emlc_cli.data.spec import SourceSpec
 
     return SourceSpec(data, labels_csv=str(labels) if labels else None, config=config, split=split, revision=revision,
                       image_column=image_column, label_column=label_column, id_column=id_column,

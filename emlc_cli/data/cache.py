@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from emlc_cli import distributed
-from emlc_cli.data.sources import LabeledImages, decode_images
+from emlc_cli.data.decode import decode_images
+from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.locks import process_alive
 
 log = logging.getLogger(__name__)

@@ -1,59 +1,35 @@
-"""Data sources, all loaded into one internal form: LabeledImages."""
+"""The image-folder source: `DATA/<class>/**/<image>` (torchvision ImageFolder), or a flat folder plus a
+`path,label` CSV (`--labels`). Rows are named by their path relative to DATA."""
 from __future__ import annotations
 
 import logging
 import os
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 
+from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import normalise_relpath, read_path_label_csv
+from emlc_cli.data.spec import SourceSpec, origin_record
 from emlc_cli.errors import DataError
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-@dataclass
-class LabeledImages:
-    """The one internal form of every source: ids (sorted), given labels, class names, and a way to read item i.
+def is_image_folder(location: str) -> bool:
+    """Anything on disk that no other kind claims and that is not a regular file (checked last)."""
+    path = Path(location)
+    return path.exists() and not path.is_file()
 
-    For an image folder, ids are paths relative to `root` and `open_image` is None (files are read from disk).
-    Other sources set `open_image(i) -> PIL.Image` (e.g. Arrow-backed Hugging Face datasets), or `features`
-    (an N x D float array) for feature-vector datasets, which skip images altogether.
-    `origin` records what reopens the source read-only (see emlc_cli.data.hf.SourceSpec); it never holds a token.
-    """
 
-    root: Path
-    paths: list[str]
-    labels: np.ndarray
-    classes: list[str]
-    ignored_files: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    open_image: Optional[Callable[[int], Image.Image]] = None
-    features: Optional[np.ndarray] = None
-    kind: str = "imagefolder"
-    origin: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def index_of(self) -> dict[str, int]:
-        return {p: i for i, p in enumerate(self.paths)}
-
-    def open(self, i: int) -> Image.Image:
-        if self.open_image is not None:
-            return self.open_image(i)
-        path = self.root / self.paths[i]
-        if not path.is_file():  # a FIFO named img.jpg would block the decoder forever
-            raise OSError("not a regular file")
-        return Image.open(path)
+def read_image_folder(spec: SourceSpec, kind: str) -> LabeledImages:
+    """The source reader (see data/kinds.py): an image folder has files, not columns."""
+    if spec.feature_column:
+        raise DataError(f"--feature-column {spec.feature_column}: an image folder has no columns", path=spec.location)
+    images = load_image_folder(Path(spec.location), Path(spec.labels_csv) if spec.labels_csv else None)
+    images.origin = origin_record(spec, kind, len(images))
+    return images
 
 
 def load_image_folder(root: Path, labels_csv: Path | None = None) -> LabeledImages:
@@ -154,45 +130,3 @@ def check_inside(root: Path, relpath: str, source: Path, row: int) -> Path:
         what = "is not a regular file" if full.exists() else f"not found in {root}"
         raise DataError(f"image '{relpath}' {what}", path=source, row=row)
     return full
-
-
-def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range | None = None,
-                  out: torch.Tensor | None = None) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    """Decode every item of `rows` (default: all) once: uint8 [n, 3, size, size] for images (into `out` when
-    given), float32 [n, D] for feature vectors. Unreadable images come back listed as (dataset index, reason)."""
-    rows = range(len(data)) if rows is None else rows
-    # Over Image.MAX_IMAGE_PIXELS PIL warns once per image (thousands of lines on a large folder); over twice that
-    # it raises DecompressionBombError, recorded below as unreadable. Set per call: callers may reset the filters.
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    if data.features is not None:
-        return torch.as_tensor(np.asarray(data.features[rows.start: rows.stop], dtype=np.float32)), []
-    out = torch.zeros((len(rows), 3, size, size), dtype=torch.uint8) if out is None else out
-    bad: list[tuple[int, str]] = []
-
-    def work(i: int) -> None:
-        try:
-            out[i - rows.start] = torch.from_numpy(_read_rgb(data.open(i), size)).permute(2, 0, 1)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
-                EOFError, MemoryError, IndexError, TypeError) as err:  # PIL's many ways to fail on one bad file
-            bad.append((i, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
-
-    threads = workers or min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(work, rows, chunksize=256))
-    return out, sorted(bad)
-
-
-def _read_rgb(opened: Image.Image, size: int) -> np.ndarray:
-    with opened as img:
-        img.load()
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            scale = 1.0 / 256.0 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 1.0
-            img = Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) * scale, 0, 255).astype(np.uint8))
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            background = Image.new("RGB", img.size, (255, 255, 255))
-            background.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1])
-            img = background
-        img = img.convert("RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        return np.array(img, dtype=np.uint8)

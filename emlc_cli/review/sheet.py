@@ -6,7 +6,8 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from emlc_cli.review import Item, RunView, Thumbnails
+from emlc_cli.review.run_view import Item, RunView
+from emlc_cli.review.thumbnails import Thumbnails
 
 IMAGE_PX = 128            # the image area of a tile
 PAD = 8

@@ -1,0 +1,207 @@
+"""Sources read through `datasets`: a Hub dataset (`hf://owner/name`), a save_to_disk folder, an imagefolder
+with metadata.csv, and parquet files or folders of shards, each read into LabeledImages.
+
+Sources are opened read-only. Arrow-backed datasets stay memory-mapped: images are decoded one row at a
+time when asked for, and only the label, id and (for feature datasets) feature columns are read eagerly.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image
+
+from emlc_cli.data.columns import check_features, encode_labels, unique_ids
+from emlc_cli.data.hub_reach import check_hub_reachable
+from emlc_cli.data.labeled import LabeledImages
+from emlc_cli.data.spec import HUB_PREFIX, SourceSpec, origin_record
+from emlc_cli.errors import DataError
+
+log = logging.getLogger(__name__)
+METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+
+
+# ---- which locations are ours (see data/kinds.py for the order they are tried in) ---------------------
+def is_hub(location: str) -> bool:
+    return location.startswith(HUB_PREFIX)
+
+
+def is_saved_dataset(location: str) -> bool:
+    """A Dataset / DatasetDict.save_to_disk folder."""
+    path = Path(location)
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def is_metadata_folder(location: str) -> bool:
+    """An imagefolder with metadata.csv (or .jsonl / .parquet), at the top or in split folders."""
+    path = Path(location)
+    return any((path / name).is_file() for name in METADATA_FILES) or any(path.glob(f"*/{METADATA_FILES[0]}"))
+
+
+def is_parquet(location: str) -> bool:
+    """A .parquet file, or a folder of parquet shards (at the top or one level down)."""
+    path = Path(location)
+    if path.is_file():
+        return path.suffix.lower() == ".parquet"
+    return any(path.glob("*.parquet")) or any(path.glob("*/*.parquet"))
+
+
+def read_dataset(spec: SourceSpec, kind: str) -> LabeledImages:
+    """The source reader (see data/kinds.py) for every kind that `datasets` opens."""
+    dataset, split = open_dataset(spec, kind)
+    return from_dataset(dataset, replace(spec, split=split), kind)
+
+
+def open_dataset(spec: SourceSpec, kind: str) -> tuple[Any, str]:
+    """The Arrow-backed `datasets.Dataset` of one split, and that split's name."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        loaded = _load(datasets, spec, kind)
+    except DataError:
+        raise
+    except Exception as err:  # datasets raises FileNotFoundError, ValueError, DatasetNotFoundError, ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise DataError(f"cannot load the dataset ({type(err).__name__}: {first})", path=spec.location) from None
+    if isinstance(loaded, datasets.Dataset):
+        return loaded, spec.split or str(loaded.split or "train")
+    split = pick_split(list(loaded), spec.split, spec.location)
+    return loaded[split], split
+
+
+def _load(datasets: Any, spec: SourceSpec, kind: str) -> Any:
+    if kind == "hf_disk":
+        return datasets.load_from_disk(spec.location)
+    if kind == "hub":
+        check_hub_reachable(spec.location)
+        return datasets.load_dataset(spec.repo_id, name=spec.config, split=spec.split, revision=spec.revision)
+    if kind == "parquet" and Path(spec.location).is_file():
+        return datasets.load_dataset("parquet", data_files={"train": spec.location}, split=spec.split)
+    return datasets.load_dataset(str(Path(spec.location).resolve()), name=spec.config, split=spec.split)
+
+
+def pick_split(splits: list[str], wanted: str | None, where: str) -> str:
+    if wanted is not None:
+        if wanted not in splits:
+            raise DataError(f"split '{wanted}' not found; splits: {', '.join(splits)}", path=where)
+        return wanted
+    if len(splits) == 1:
+        return splits[0]
+    if "train" in splits:
+        log.info("%s has splits %s; using 'train' (pass --split to choose)", where, ", ".join(splits))
+        return "train"
+    raise DataError(f"several splits ({', '.join(splits)}); pass --split", path=where)
+
+
+def from_dataset(dataset: Any, spec: SourceSpec, kind: str) -> LabeledImages:
+    """A `datasets.Dataset` -> LabeledImages: labels and ids read now, images decoded lazily."""
+    column = _require_column(dataset, spec.label_column, "--label-column", spec.location)
+    labels, classes, values, label_type = encode_labels(_column(dataset, column), column, dataset.features[column], spec.location)
+    features, open_image, image_column = None, None, None
+    if spec.feature_column:
+        features = feature_matrix(dataset, _require_column(dataset, spec.feature_column, "--feature-column", spec.location), spec.location)
+    else:
+        image_column = image_column_of(dataset, spec.image_column, spec.location)
+        open_image = lazy_images(dataset, image_column)
+    ids = _ids(dataset, spec, kind, image_column)
+    root = Path(spec.location) if kind != "hub" else Path(spec.repo_id)
+    resolved = replace(spec, image_column=image_column, revision=_revision(spec, kind))
+    origin = origin_record(resolved, kind, len(ids), label_type=label_type, label_values=values)
+    return LabeledImages(root, ids, labels, classes, open_image=open_image, features=features, kind=kind, origin=origin)
+
+
+def _require_column(dataset: Any, name: str, option: str, where: str) -> str:
+    if name not in dataset.column_names:
+        raise DataError(f"no column '{name}' (columns: {', '.join(dataset.column_names)}); pass {option}", path=where)
+    return name
+
+
+def _column(dataset: Any, name: str) -> list[Any]:
+    """One column as Python values, through the indices mapping, without decoding other columns."""
+    return dataset.with_format("arrow", columns=[name])[:][name].to_pylist()
+
+
+def _ids(dataset: Any, spec: SourceSpec, kind: str, image_column: Optional[str]) -> list[str]:
+    """The id column's values; for a folder with metadata.csv its file names; else the row index."""
+    if spec.id_column is not None:
+        column = _require_column(dataset, spec.id_column, "--id-column", spec.location)
+        return unique_ids([None if v is None else str(v) for v in _column(dataset, column)], column, spec.location)
+    if kind == "metadata_folder" and image_column:
+        return file_names(dataset, image_column, Path(spec.location))
+    return [str(i) for i in range(len(dataset))]
+
+
+def file_names(dataset: Any, column: str, folder: Path) -> list[str]:
+    """Rows of an imagefolder named by their file relative to the folder, as metadata.csv's file_name."""
+    from datasets import Image as ImageFeature
+
+    cells = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False))
+    paths = cells.with_format("arrow")[:][column].combine_chunks().field("path").to_pylist()
+    root = folder.resolve()
+    try:
+        return unique_ids([Path(p).resolve().relative_to(root).as_posix() for p in paths], "file_name", str(folder))
+    except (TypeError, ValueError):  # a row without a local file: fall back to the row index
+        return [str(i) for i in range(len(dataset))]
+
+
+def feature_matrix(dataset: Any, column: str, where: str) -> np.ndarray:
+    """A fixed-length list/array column -> float32 [N, D]; ragged, empty or non-finite vectors are refused."""
+    try:
+        matrix = np.asarray(dataset.with_format("numpy", columns=[column])[:][column], dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        first = str(err).splitlines()[0][:120]
+        raise DataError(f"column '{column}' must hold fixed-length float vectors ({first})", path=where) from None
+    return check_features(matrix, f"column '{column}'", where)
+
+
+def image_column_of(dataset: Any, wanted: str | None, where: str) -> str:
+    """`wanted` (must be an Image feature) or the first Image feature."""
+    from datasets import Image as ImageFeature
+
+    if wanted is not None:
+        _require_column(dataset, wanted, "--image-column", where)
+        if not isinstance(dataset.features[wanted], ImageFeature):
+            raise DataError(f"column '{wanted}' is not an Image feature ({dataset.features[wanted]})", path=where)
+        return wanted
+    found = [name for name, feature in dataset.features.items() if isinstance(feature, ImageFeature)]
+    if not found:
+        raise DataError(f"no Image column (columns: {', '.join(dataset.column_names)}); "
+                        "pass --image-column, or --feature-column for feature vectors", path=where)
+    return found[0]
+
+
+def lazy_images(dataset: Any, column: str) -> Any:
+    """open_image(i): row i's image, read from the memory-mapped table only when asked for."""
+    from datasets import Image as ImageFeature
+
+    raw = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False))
+
+    def open_image(i: int) -> Image.Image:
+        cell = raw[i][column]
+        if cell is None:
+            raise ValueError("no image in this row")
+        if cell.get("bytes"):
+            return Image.open(io.BytesIO(cell["bytes"]))
+        if not Path(cell["path"]).is_file():  # a FIFO would block the decoder forever
+            raise ValueError(f"not a regular file: {cell['path']}")
+        return Image.open(cell["path"])
+
+    return open_image
+
+
+def _revision(spec: SourceSpec, kind: str) -> Optional[str]:
+    """For the Hub, the commit actually read, so push/evaluate reopen the very same data (best effort)."""
+    if kind != "hub":
+        return spec.revision
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(spec.repo_id, revision=spec.revision).sha or spec.revision
+    except Exception as err:  # offline or no access: keep what was asked for
+        log.info("could not resolve the revision of %s: %s", spec.repo_id, type(err).__name__)
+        return spec.revision

@@ -1,0 +1,56 @@
+"""`emlc export RUN --format imagefolder DEST`: a corrected copy of an image-folder dataset, each image under
+its corrected class (hard links where possible, else copies). The data folder is only read."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from emlc_cli import run_folder
+from emlc_cli.data.imagefolder import check_inside
+from emlc_cli.errors import EmlcError, OutputError
+from emlc_cli.hub import Published
+from emlc_cli.outputs import RunDir, check_out_dir, run_inputs
+
+
+def export_imagefolder(run: Path, dest: Path, overwrite: bool = False) -> Published:
+    """DEST/<corrected class>/<file>: a corrected copy of an image-folder dataset (hard links where possible)."""
+    record = run_folder.read_source_record(run)
+    if not run_folder.is_folder_kind(str(record.get("kind"))):
+        raise EmlcError(f"export --format imagefolder copies an image folder; this run read a '{record.get('kind')}' "
+                        "source: use `emlc push RUN --to DIR` instead")
+    root = Path(record.get("location") or record["root"])
+    check_out_dir(Path(dest), root, overwrite, protect=run_inputs(run), option="DEST")
+    rows = run_folder.read_corrected(run, run_folder.CORRECTED_COLUMNS)
+    nested = not record.get("labels_csv")  # class folders: drop the given class folder from the path
+    with RunDir(Path(dest), kind="export", option="DEST") as staged:
+        taken: set[str] = set()
+        for number, row in enumerate(rows, start=2):
+            source = check_inside(root, row["path"], Path(run) / run_folder.CORRECTED, number)
+            target = _export_name(row, nested, taken)
+            with staged.writing(staged.path / target):
+                _link_or_copy(source, staged.path / target)
+        final = staged.commit()
+    changed = sum(row["changed"] == "1" for row in rows)
+    return Published(str(final), len(rows), changed, sum(row["split"] == "clean" for row in rows))
+
+
+def _export_name(row: dict[str, str], nested: bool, taken: set[str]) -> str:
+    label = row["corrected_label"]
+    if label in ("", ".", "..") or "/" in label or "\\" in label:
+        raise OutputError(f"class name '{label}' cannot be a folder name")
+    parts = row["path"].split("/")
+    rest = Path(*(parts[1:] if nested and len(parts) > 1 else parts))
+    name = f"{label}/{rest.as_posix()}"
+    if name in taken:  # two files of the same name from different given classes
+        name = f"{label}/{rest.with_name(f'{rest.stem}.from-{parts[0]}{rest.suffix}').as_posix()}"
+    taken.add(name)
+    return name
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

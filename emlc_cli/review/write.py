@@ -1,0 +1,115 @@
+"""Writing what `emlc review` renders: the HTML report and the PNG contact sheet, each atomically, and only
+over a file emlc review wrote itself."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from emlc_cli import run_folder
+from emlc_cli.errors import DataError, OutputError
+from emlc_cli.outputs import check_file_target
+from emlc_cli.review.report import render_report
+from emlc_cli.review.run_view import REPORT_TOP, load_run
+from emlc_cli.review.sheet import render_sheet
+from emlc_cli.review.thumbnails import Thumbnails, image_opener
+
+log = logging.getLogger(__name__)
+SHEET_TOP = 36     # tiles on a contact sheet unless --top says otherwise
+SHEET_SOFTWARE = "emlc review"
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    thumbnails: int
+    missing_images: int
+    bytes: int
+    shown: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SheetResult:
+    path: Path
+    tiles: int
+    size: tuple[int, int]
+    missing_images: int
+
+
+def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP) -> ReportResult:
+    """Write the self-contained HTML report of `run` to `out` (default RUN/review.html)."""
+    view = load_run(run, top)
+    target = Path(out) if out is not None else Path(run) / run_folder.REVIEW
+    check_file_target(target, Path(run), "--out", _our_report)
+    thumbs = Thumbnails(image_opener(view.run, view.source))
+    html = render_report(view, thumbs)
+    _write_atomic(target, html.encode("utf-8"))
+    if thumbs.missing:
+        log.warning("%d images could not be read and show as grey placeholders", len(thumbs.missing))
+    shown = {name: len(items) for name, items in view.sections()}
+    return ReportResult(target, sum(shown.values()), len(thumbs.missing), len(html.encode("utf-8")), shown)
+
+
+def write_sheet(run: Path, png: Path, top: int = SHEET_TOP) -> SheetResult:
+    """Write a PNG contact sheet of the `top` most confident changes of `run`."""
+    view = load_run(run, top)
+    check_file_target(Path(png), Path(run), "--png", _our_sheet)
+    if not view.changed:
+        raise DataError("no label was changed in this run; there is nothing to put on a contact sheet",
+                        path=Path(run) / run_folder.CORRECTED)
+    thumbs = Thumbnails(image_opener(view.run, view.source))
+    sheet = render_sheet(view, thumbs)
+    buffer = io.BytesIO()
+    info = PngInfo()
+    info.add_text("Software", SHEET_SOFTWARE)
+    sheet.save(buffer, format="PNG", optimize=True, pnginfo=info)
+    _write_atomic(Path(png), buffer.getvalue())
+    return SheetResult(Path(png), len(view.changed), sheet.size, len(thumbs.missing))
+
+
+def _our_report(path: Path) -> bool:
+    """An HTML report emlc review wrote (it carries <meta name="emlc-run">)."""
+    try:
+        with path.open("rb") as handle:
+            return b'<meta name="emlc-run"' in handle.read(4096)
+    except OSError:
+        return False
+
+
+def _our_sheet(path: Path) -> bool:
+    """A contact sheet emlc review wrote (PNG text chunk Software = emlc review)."""
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.info.get("Software") == SHEET_SOFTWARE
+    except (OSError, ValueError, UnidentifiedImageError, SyntaxError):
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    if target.is_dir():
+        raise OutputError(f"{target} is a folder; pass a file name")
+    tmp: Optional[str] = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except OSError as err:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OutputError(f"{target}: cannot write ({err.strerror or err})") from None
