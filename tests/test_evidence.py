@@ -78,7 +78,7 @@ def test_wilson_interval_contains_the_proportion_and_narrows():
 
 
 def test_too_few_holdout_images_change_nothing():
-    decision = evidence.choose_margin(np.eye(3)[:1], np.array([0]), np.eye(3))
+    decision = evidence.choose_rule(np.eye(3)[:1], np.array([0]), {0.5: np.eye(3), 0.0: np.eye(3)})
     assert math.isinf(decision.margin) and "at least 6 are needed" in decision.reason
 
 
@@ -103,3 +103,32 @@ def test_a_model_too_weak_to_correct_claims_no_accuracy_without_in_place_pairs()
     report = result.report
     assert report["too_weak"] and report["given"] is None and report["noise_rate"] is None
     assert "in place" in report["source"] and 0 <= report["noise_rate_model"] <= 1
+
+
+def look_alike_flips(seed: int, n: int = 5000, holdout: int = 100, classes: int = 10):
+    """Each even class loses 40 % of its labels to its look-alike (class ^ 1), as CIFAR's truck -> automobile."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, n + holdout)
+    look_alike = np.arange(classes) ^ 1
+    logits = rng.normal(0, 1, (n + holdout, classes))
+    logits[np.arange(n + holdout), true] += 1.0
+    logits[np.arange(n + holdout), look_alike[true]] += 0.3
+    probs = corrections.softmax(logits)
+    given = np.where((rng.random(n + holdout) < 0.4) & (true % 2 == 0), look_alike[true], true)
+    return probs[:n], given[:n], true[:n], probs[n:], true[n:]
+
+
+def test_look_alike_flips_may_use_the_em_transition_and_never_lose_by_it(monkeypatch):
+    gains = []
+    for seed in range(4):
+        probs, given, true, hp, hl = look_alike_flips(seed)
+        em = corrections.estimate_transition(probs, given, probs.shape[1])
+        both = evidence.judge(probs, given, hp, hl, hl, hl, hl, em)
+        with monkeypatch.context() as patched:
+            patched.setattr(evidence, "SHRINKS", (0.5,))
+            halfway = evidence.judge(probs, given, hp, hl, hl, hl, hl, em)
+        assert (both.labels == true).mean() >= (given == true).mean()
+        gains.append((both.labels == true).mean() - (halfway.labels == true).mean())
+        if both.decision.shrink == 0.0:
+            assert both.report["margin"] is not None
+    assert min(gains) >= 0 and max(gains) > 0.01, gains
