@@ -42,21 +42,40 @@ def fit_temperature(log_probs: np.ndarray, labels: np.ndarray) -> float:
     return float(grid[int(np.argmin(nll))])
 
 
+CHUNK = 65536  # rows per block in the EM: memory O(CHUNK x C + C^2) at any pool size
+
+
 def transition_matrix(probs: np.ndarray, given: np.ndarray, num_classes: int, prior: float = 1.0) -> np.ndarray:
     """T[y, g] ~ P(given = g | true = y), from soft true-class predictions on the noisy pool."""
-    joint = np.full((num_classes, num_classes), prior / num_classes)
-    np.add.at(joint.T, given, probs)
-    return joint / joint.sum(1, keepdims=True)
+    return _normalised(_soft_confusion(probs, given, num_classes, None), prior)
 
 
 def estimate_transition(probs: np.ndarray, given: np.ndarray, num_classes: int, iterations: int = 30) -> np.ndarray:
     """EM for T: start from the soft confusion of p and the given labels, then re-estimate it from the
     posteriors. The first estimate counts every classifier error as label noise (too little diagonal);
-    the iterations move the noise the given labels explain back onto the diagonal."""
+    the iterations move the noise the given labels explain back onto the diagonal. Block by block, so that a
+    million rows of a thousand classes never need an N x C temporary."""
     transition = transition_matrix(probs, given, num_classes)
     for _ in range(iterations):
-        transition = transition_matrix(posterior(probs, given, transition), given, num_classes)
+        transition = _normalised(_soft_confusion(probs, given, num_classes, transition), 1.0)
     return transition
+
+
+def _soft_confusion(probs: np.ndarray, given: np.ndarray, num_classes: int, transition: np.ndarray | None) -> np.ndarray:
+    """sum over rows of q(y | row) for each (y, given): q = p, or the posterior under `transition`."""
+    joint = np.zeros((num_classes, num_classes))
+    for start in range(0, len(given), CHUNK):
+        p, g = probs[start:start + CHUNK], given[start:start + CHUNK]
+        q = p if transition is None else posterior(p, g, transition)
+        onehot = np.zeros((len(g), num_classes), dtype=q.dtype)
+        onehot[np.arange(len(g)), g] = 1
+        joint += (q.T @ onehot).astype(np.float64)
+    return joint
+
+
+def _normalised(joint: np.ndarray, prior: float) -> np.ndarray:
+    joint = joint + prior / joint.shape[0]
+    return joint / joint.sum(1, keepdims=True)
 
 
 def emlc_targets(probs: np.ndarray, retain: np.ndarray, given: np.ndarray) -> np.ndarray:
@@ -65,7 +84,8 @@ def emlc_targets(probs: np.ndarray, retain: np.ndarray, given: np.ndarray) -> np
 
 
 def posterior(probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
-    joint = probs * transition[:, given].T
+    """q(y | x, given) proportional to p(y | x) T[y, given], in the dtype of `probs`."""
+    joint = probs * transition.T.astype(probs.dtype, copy=False)[given]
     return joint / np.clip(joint.sum(1, keepdims=True), 1e-12, None)
 
 

@@ -16,10 +16,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from emlc_cli.errors import EmlcError, UsageError
+from emlc_cli.runtime import LAUNCH_ENV, is_main_process, launched  # noqa: F401 - torch-free; re-exported here
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-LAUNCH_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,6 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.size > 1
-
-
-def launched() -> bool:
-    """True inside a torchrun worker (the launcher sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and all(k in os.environ for k in LAUNCH_ENV)
-
-
-def is_main_process() -> bool:
-    """Rank 0, or no launcher at all (before the process group exists, from the environment)."""
-    return int(os.environ.get("RANK", "0")) == 0 if launched() else True
 
 
 def world() -> World:

@@ -21,7 +21,7 @@ class RecipeError(EmlcError):
     def __init__(self, message: str, key: str | None = None, source: str | None = None) -> None:
         where = ", ".join(part for part in (source, f"key '{key}'" if key else None) if part)
         super().__init__(f"recipe {where}: {message}" if where else f"recipe: {message}")
-        self.key = key
+        self.key, self.detail, self.source = key, message, source
 
 
 class DataError(EmlcError):

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from emlc_cli import run_folder
 from emlc_cli.data.imagefolder import check_inside
+from emlc_cli.data.kinds import run_source
 from emlc_cli.errors import EmlcError, OutputError
 from emlc_cli.hub import Published
 from emlc_cli.outputs import RunDir, check_out_dir, run_inputs
 
 
-def export_imagefolder(run: Path, dest: Path, overwrite: bool = False) -> Published:
-    """DEST/<corrected class>/<file>: a corrected copy of an image-folder dataset (hard links where possible)."""
-    record = run_folder.read_source_record(run)
+def export_imagefolder(run: Path, dest: Path, overwrite: bool = False, data: str | None = None) -> Published:
+    """DEST/<corrected class>/<file>: a corrected copy of an image-folder dataset (hard links where possible);
+    `data`: where the run's data folder is now, if it moved."""
+    record = run_source(run, data)
     if not run_folder.is_folder_kind(str(record.get("kind"))):
         raise EmlcError(f"export --format imagefolder copies an image folder; this run read a '{record.get('kind')}' "
                         "source: use `emlc push RUN --to DIR` instead")
@@ -33,6 +35,26 @@ def export_imagefolder(run: Path, dest: Path, overwrite: bool = False) -> Publis
         final = staged.commit()
     changed = sum(row["changed"] == "1" for row in rows)
     return Published(str(final), len(rows), changed, sum(row["split"] == "clean" for row in rows))
+
+
+def export_label_studio(run: Path, dest: Path, overwrite: bool = False, url_prefix: str | None = None) -> Published:
+    """DEST/tasks.json (Label Studio tasks, emlc's label as a pre-annotation, to-verify rows first) and
+    DEST/label_config.xml (the labeling interface to paste into the project's settings)."""
+    import json
+
+    from emlc_cli import labelstudio
+
+    record = run_folder.read_source_record(run)
+    check_out_dir(Path(dest), Path(record.get("location") or record.get("root") or run), overwrite,
+                  protect=run_inputs(run), option="DEST")
+    written = labelstudio.tasks(run, url_prefix)
+    classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
+    with RunDir(Path(dest), kind="export", option="DEST") as staged:
+        staged.write_text(labelstudio.TASKS, json.dumps(written, indent=1) + "\n")
+        staged.write_text(labelstudio.CONFIG, labelstudio.label_config(classes))
+        final = staged.commit()
+    changed = sum(task["data"]["changed"] for task in written)
+    return Published(str(final), len(written), changed, sum(task["data"]["split"] == "clean" for task in written))
 
 
 def _export_name(row: dict[str, str], nested: bool, taken: set[str]) -> str:

@@ -6,7 +6,6 @@ never logged, printed, or written to any file, and is redacted from error messag
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from emlc_cli import __version__, run_folder
+from emlc_cli.card import CardInfo, dataset_card
 from emlc_cli.data.huggingface import open_dataset
-from emlc_cli.data.kinds import load_source
+from emlc_cli.data.kinds import load_source, run_source
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.spec import spec_from_record
 from emlc_cli.errors import DataError, EmlcError, redact, register_secret
@@ -42,13 +42,14 @@ class Published:
     files: list[str] = field(default_factory=list)
 
 
-def cleaned_dataset(run: Path) -> tuple[Any, str, dict[str, Any]]:
+def cleaned_dataset(run: Path, data: Optional[str] = None) -> tuple[Any, str, dict[str, Any]]:
     """The source dataset with `label` (corrected, ClassLabel), `original_label`, `label_confidence`,
-    `label_changed` and `label_verified` columns; plus the split name and the source record."""
+    `label_changed` and `label_verified` columns; plus the split name and the source record. `data`: where the
+    run's data is now, if it moved."""
     from datasets import ClassLabel, Dataset, Features, Value, concatenate_datasets, disable_progress_bars
 
     disable_progress_bars()  # emlc prints its own one-line result
-    record = run_folder.read_source_record(run)
+    record = run_source(run, data)
     spec = spec_from_record(record)
     source = load_source(spec)
     columns = _label_columns(source, run_folder.read_corrected(run, run_folder.CORRECTED_COLUMNS), record, Path(run))
@@ -101,16 +102,18 @@ def _base_dataset(source: LabeledImages, spec: Any, record: dict[str, Any]) -> A
     return open_dataset(spec, source.kind)[0]
 
 
-def write_hub_layout(run: Path, dest: Path, overwrite: bool = False) -> Published:
+def write_hub_layout(run: Path, dest: Path, overwrite: bool = False, data: Optional[str] = None,
+                     card: Optional[CardInfo] = None, option: str = "--to") -> Published:
     """`dest/data/{split}-NNNNN-of-NNNNN.parquet` + `dest/README.md`: what `datasets.load_dataset(dest)` reads."""
-    record = run_folder.read_source_record(run)
+    card = (card or CardInfo()).checked()
+    record = run_source(run, data)
     local = None if record.get("kind") == "hub" else Path(record.get("location") or record["root"])
-    check_out_dir(Path(dest), local, overwrite, protect=run_inputs(run), option="--to")
-    dataset, split, record = cleaned_dataset(run)
-    with RunDir(Path(dest), kind="export", option="--to") as staged:
+    check_out_dir(Path(dest), local, overwrite, protect=run_inputs(run), option=option)
+    dataset, split, record = cleaned_dataset(run, data)
+    with RunDir(Path(dest), kind="export", option=option) as staged:
         with staged.writing(staged.path / "data"):
             shards = write_shards(dataset, staged.path / "data", split)
-        staged.write_text("README.md", dataset_card(Path(run), dataset, split, shards, record))
+        staged.write_text("README.md", dataset_card(Path(run), dataset, split, shards, record, card))
         final = staged.commit()
     files = ["README.md", *(f"data/{p.name}" for p in shards)]
     return Published(str(final), len(dataset), sum(dataset["label_changed"]), sum(dataset["label_verified"]), files)
@@ -138,90 +141,6 @@ def _embedded(shard: Any) -> Any:
     return shard.with_format("arrow").map(embed_table_storage, batched=True, batch_size=100, keep_in_memory=True).with_format(None)
 
 
-def dataset_card(run: Path, dataset: Any, split: str, shards: list[Path], record: dict[str, Any]) -> str:
-    """README.md: YAML metadata (features with the class names, splits, configs, tags) and a body with the
-    cleaning summary, the change matrix, the recipe and the command."""
-    summary_file = run / run_folder.SUMMARY
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
-    recipe = run_folder.read_recipe_text(run)
-    yaml = card_yaml(dataset, split, sum(p.stat().st_size for p in shards), record)
-    return f"---\n{yaml}---\n\n{card_body(dataset, summary, recipe, record)}"
-
-
-def card_yaml(dataset: Any, split: str, download_size: int, record: dict[str, Any]) -> str:
-    """The card's YAML, as datasets.push_to_hub writes it (dataset_info + configs), plus tags."""
-    from datasets import Image
-    from datasets.info import DatasetInfo, DatasetInfosDict
-    from datasets.splits import SplitDict, SplitInfo
-    from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCardData
-
-    images = any(isinstance(f, Image) for f in dataset.features.values())
-    data = DatasetCardData(pretty_name=_pretty_name(record), tags=["emlc", "label-cleaning", "noisy-labels"],
-                           task_categories=["image-classification"] if images else None)
-    size = int(dataset.data.nbytes)
-    info = DatasetInfo(features=dataset.features, splits=SplitDict(), download_size=download_size, dataset_size=size)
-    info.splits.add(SplitInfo(name=split, num_bytes=size, num_examples=len(dataset)))
-    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
-    MetadataConfigs({"default": {"data_files": [{"split": split, "path": f"data/{split}-*"}]}}).to_dataset_card_data(data)
-    return data.to_yaml() + "\n"
-
-
-def _pretty_name(record: dict[str, Any]) -> str:
-    location = str(record.get("location") or record.get("root") or "dataset")
-    name = location.removeprefix("hf://").rstrip("/").split("/")[-1]
-    return f"{re.sub(r'[.](parquet|npy)$', '', name)} (labels cleaned with emlc)"
-
-
-def card_body(dataset: Any, summary: dict[str, Any], recipe: str, record: dict[str, Any]) -> str:
-    rows, changed, verified = len(dataset), sum(dataset["label_changed"]), sum(dataset["label_verified"])
-    source = record.get("location") or record.get("root")
-    split = f", split `{record['split']}`" if record.get("split") else ""
-    lines = [
-        f"# {_pretty_name(record)}", "",
-        f"The data of `{source}`{split}, with labels corrected by emlc (Enhanced Meta Label Correction).", "",
-        "| column | meaning |", "| --- | --- |",
-        "| `label` | the corrected label |", "| `original_label` | the label before cleaning |",
-        "| `label_confidence` | emlc's confidence in `label` (1 for verified rows, 0 for rows it could not read) |",
-        "| `label_changed` | `label` differs from `original_label` |",
-        "| `label_verified` | the row belongs to the verified subset: its label was checked by hand and kept |", "",
-        "## Cleaning summary", "", "| | |", "| --- | --- |",
-        f"| rows | {rows} |", f"| verified rows | {verified} |", f"| labels changed | {changed} |",
-    ]
-    lines += _summary_rows(summary)
-    lines += ["", *_change_matrix(summary), "", "## Recipe", "", "```yaml", recipe.strip(), "```", "",
-              "## Command", "", "```sh", record.get("command") or "(not recorded)", "```", ""]
-    return "\n".join(lines)
-
-
-def _summary_rows(summary: dict[str, Any]) -> list[str]:
-    rows = []
-    if "noisy" in summary:
-        rows.append(f"| rows cleaned (noisy pool) | {summary['noisy']} |")
-    if summary.get("estimated_noise_rate") is not None:
-        rows.append(f"| estimated noise rate | {summary['estimated_noise_rate']:.1%} |")
-    estimate = summary.get("label_accuracy")
-    if isinstance(estimate, dict) and estimate.get("given") and estimate.get("corrected"):
-        rows.append(f"| label accuracy, estimated (given -> corrected) | {estimate['given']['estimate']:.1%} -> "
-                    f"{estimate['corrected']['estimate']:.1%} |")
-    if "best_holdout_score" in summary:
-        rows.append(f"| best holdout accuracy | {summary['best_holdout_score']:.3f} |")
-    if summary.get("skipped"):
-        rows.append(f"| unreadable rows (label kept) | {len(summary['skipped'])} |")
-    rows.append(f"| emlc version | {summary.get('versions', {}).get('emlc', __version__)} |")
-    return rows
-
-
-def _change_matrix(summary: dict[str, Any]) -> list[str]:
-    matrix, classes = summary.get("change_matrix"), summary.get("classes")
-    if not matrix or not classes:
-        return []
-    lines = ["## Change matrix", "", "Rows: original label; columns: corrected label (noisy pool).", "",
-             "| original \\ corrected | " + " | ".join(classes) + " |", "| --- |" + " ---: |" * len(classes)]
-    lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(classes, matrix)]
-    return lines
-
-
 def resolve_token(token: Optional[str]) -> str:
     """--token, else HF_TOKEN, else the huggingface_hub login."""
     from huggingface_hub import get_token
@@ -235,13 +154,15 @@ def resolve_token(token: Optional[str]) -> str:
 
 
 def push_to_hub(run: Path, repo: str, private: bool = False, token: Optional[str] = None,
-                branch: Optional[str] = None) -> Published:
+                branch: Optional[str] = None, data: Optional[str] = None, card: Optional[CardInfo] = None) -> Published:
     """Create the dataset repo if needed and upload the Hub layout (shards + card) in one commit."""
     if not REPO_ID.match(repo):
         raise HubError(f"--repo '{repo}': expected owner/name")
+    card = (card or CardInfo()).checked()
+    run_source(run, data)  # a moved data folder is one line before any token is looked up
     secret = resolve_token(token)
     with tempfile.TemporaryDirectory(prefix="emlc-push-") as tmp:
-        layout = write_hub_layout(run, Path(tmp) / "dataset")
+        layout = write_hub_layout(run, Path(tmp) / "dataset", data=data, card=card)
         split = run_folder.read_source_record(run).get("split") or "train"
         try:
             url = _upload(Path(layout.location), repo, secret, private, branch, split, layout)

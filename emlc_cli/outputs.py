@@ -19,6 +19,7 @@ from emlc_cli.errors import DataError, OutputError
 from emlc_cli.locks import acquire_lock, lock_holder, release_lock
 from emlc_cli.run_folder import (LEGACY_RUN, MARKERS, NOT_A_RUN, SOURCE, STATE_FILE, config_file, lock_path, read_json,
                                  staging_path, weights_file)
+from emlc_cli.runlog import LOG_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -187,7 +188,7 @@ class RunDir:
         if not (self.path / STATE_FILE).is_file():
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        keep = {STATE_FILE, *MARKERS.values()}
+        keep = {STATE_FILE, LOG_FILE, *MARKERS.values()}  # the log of the interrupted part, too
         for entry in self.path.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
@@ -237,6 +238,16 @@ class RunDir:
             writer.writerows(rows)
 
         return self._write(self.path / name, fill, newline="")
+
+    def write_array(self, name: str, array: Any) -> Path:
+        """A .npy file (numpy's format; `allow_pickle=False` reads it)."""
+        import numpy as np
+
+        target = self.path / name
+        with writing(target, self._hint()):
+            with open(target, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+        return target
 
     def write_model(self, stem: str, module: "torch.nn.Module", config: dict[str, Any]) -> None:
         from safetensors.torch import save_file
@@ -349,7 +360,7 @@ class NoOutputs:
     def _nothing(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    save_state = write_json = write_text = write_csv = write_model = _nothing
+    save_state = write_json = write_text = write_csv = write_array = write_model = _nothing
 
     def commit(self) -> Path:
         return self.final

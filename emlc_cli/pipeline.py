@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from emlc_cli import __version__, corrections, distributed, evidence, features, metrics, run_folder
+from emlc_cli import __version__, corrections, distributed, evidence, features, metrics, run_folder, runlog
 from emlc_cli import resume as resume_checks
 from emlc_cli.data.cache import image_cache
 from emlc_cli.data.labeled import LabeledImages
@@ -43,31 +43,35 @@ class CleanResult:
 
 
 def clean(data: Path | SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, device: str = "auto", seed: int = 0,
-          overwrite: bool = False, on_event: Event | None = None, resume: bool = False, strict: bool = False) -> CleanResult:
+          overwrite: bool = False, on_event: Event | None = None, resume: bool = False, strict: bool = False,
+          prepared: Prepared | None = None) -> CleanResult:
     """Run EMLC on `data` (a path, or a SourceSpec that also carries `--labels`) with the verified subset in
     `clean_csv`; write the run folder `out`.
 
     With `resume`, the interrupted run continues if its inputs (data, verified set, recipe, seed) are unchanged
     (see resume.py); any change is refused. Under torchrun every
-    process calls this; they share the work and rank 0 alone writes `out`."""
+    process calls this; they share the work and rank 0 alone writes `out`. `prepared` is `prepare()`'s result
+    when the caller has validated the inputs already (emlc clean does, before torch is imported)."""
     torch_device = resolve_device(device)
     initialised_here = not distributed.world().distributed and distributed.launched()
     world = distributed.init(torch_device)
     try:
-        return _clean(as_spec(data), clean_csv, Path(out), recipe, torch_device, seed, overwrite, on_event, resume, strict)
+        return _clean(as_spec(data), clean_csv, Path(out), recipe, torch_device, seed, overwrite, on_event, resume, strict,
+                      prepared)
     finally:
         if initialised_here and world.distributed:
             distributed.shutdown()
 
 
 def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, torch_device: torch.device, seed: int,
-           overwrite: bool, on_event: Event | None, resume: bool, strict: bool) -> CleanResult:
+           overwrite: bool, on_event: Event | None, resume: bool, strict: bool, prepared: Prepared | None = None) -> CleanResult:
     started, world, watch = time.perf_counter(), distributed.world(), Stopwatch()
     emit = on_event or (lambda event: None)
     saved = distributed.on_main(lambda: _check_and_load_state(out, data, clean_csv, overwrite, resume))
-    with watch("validation"):
-        prepared = prepare(data, clean_csv, recipe, seed)
-    prepared.seconds = watch["validation"]
+    if prepared is None:
+        with watch("validation"):
+            prepared = prepare(data, clean_csv, recipe, seed)
+        prepared.seconds = watch["validation"]
     inputs_now = _fingerprint(prepared, recipe, seed)
     if saved is not None:
         resume_checks.check_same_inputs(saved["inputs"], inputs_now)
@@ -80,12 +84,13 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
         trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, inputs.images, inputs.noisy_idx),
                               device=torch_device, seed=seed)
         with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
-            if saved is not None:
-                _load_saved(trainer, saved, run.path)
-            summary = _train_and_write(run, trainer, prepared, inputs, recipe, seed, emit, watch, inputs_now)
-            summary["wall_seconds"] = round(time.perf_counter() - started, 2)
-            summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
-            run.write_json(run_folder.SUMMARY, summary)
+            with runlog.recording(run.path if world.is_main else None, data.command, prepared):
+                if saved is not None:
+                    _load_saved(trainer, saved, run.path)
+                summary = _train_and_write(run, trainer, prepared, inputs, recipe, seed, emit, watch, inputs_now)
+                summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+                summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
+                run.write_json(run_folder.SUMMARY, summary)
             final = run.commit()
     return CleanResult(final, summary)
 
@@ -265,6 +270,7 @@ class _Result:
     temperature: float
     to_verify: list[list[Any]] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
+    probs: np.ndarray | None = None  # N x C, run_folder.PROBS_MEANING; NaN for skipped images
 
 
 def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int], recipe: Recipe) -> _Result:
@@ -285,11 +291,30 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
     else:
         fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct), {}
     labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
+    known = {**dict(zip(noisy_idx, probs)), **_calibrated(trainer, trainer.holdout, temperature, holdout),
+             **_calibrated(trainer, trainer.clean, temperature)}
+    every = _every_row_probs(n, probs.shape[1], known)
     suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])
     names, paths = prepared.dataset.classes, prepared.dataset.paths
     rows = [[paths[noisy_idx[i]], names[given[i]], names[fixed.labels[i]], f"{fixed.confidence[i]:.4f}", reason, f"{score:.4f}"]
             for i, reason, score in suggestions]
-    return _Result(labels, confidence, temperature, rows, report)
+    return _Result(labels, confidence, temperature, rows, report, every)
+
+
+def _calibrated(trainer: MetaTrainer, data: TensorSet, temperature: float, preds: dict | None = None) -> dict[int, np.ndarray]:
+    """Row index -> calibrated class probabilities for the rows of `data` (scored here unless `preds` are given)."""
+    if len(data) == 0:
+        return {}
+    preds = trainer.predict(data) if preds is None else preds
+    probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
+    return dict(zip(data.rows.tolist(), probs))
+
+
+def _every_row_probs(n: int, classes: int, known: dict[int, np.ndarray]) -> np.ndarray:
+    every = np.full((n, classes), np.nan, dtype=np.float32)
+    for i, row in known.items():
+        every[i] = row
+    return every
 
 
 def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray) -> tuple[corrections.Corrections, dict]:
@@ -315,6 +340,8 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result,
         for i, path in enumerate(ds.paths) if path not in skipped
     ]
     run.write_csv(run_folder.CORRECTED, run_folder.CORRECTED_COLUMNS, rows)
+    if result.probs is not None:
+        run.write_array(run_folder.PROBS, result.probs[[i for i, path in enumerate(ds.paths) if path not in skipped]])
     config = _model_config(ds.classes, trainer.recipe, int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0)
     if backbone is not None:  # heads over frozen features: the backbone ships beside them, so the run is self-contained
         frozen = {"architecture": recipe.model.backbone, "small_stem": recipe.model.small_stem, "weights": recipe.model.weights}
@@ -361,13 +388,14 @@ def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped:
         "label_accuracy": result.evidence or None,
         "changed_per_class": {classes[c]: int(changed[given == c].sum()) for c in range(len(classes))},
         "classes": classes, "change_matrix": metrics.change_matrix(given, fixed, len(classes)),
-        "epochs": [vars(e) for e in trainer.history], "best_holdout_score": trainer.best_score,
+        "epochs": [{**vars(e), "epoch": e.epoch + 1} for e in trainer.history],  # numbered from 1, as the console
+        "best_holdout_score": trainer.best_score,
         "temperature": result.temperature, "rule": recipe.correct.rule,
         "warnings": prepared.warnings + ([_too_weak_warning(result.evidence)] if result.evidence.get("too_weak") else []),
         "skipped": {ds.paths[i]: reason for i, reason in skipped.items()}, "ignored_files": ds.ignored_files,
         "train_seconds": round(train_seconds, 2),
         "images_per_s": round(steps * recipe.train.batch_size / max(train_seconds, 1e-9), 1),
-        "device": str(device), "recipe": recipe.name,
+        "device": str(device), "recipe": recipe.origin or recipe.name,
         "peak_device_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
         "versions": {"emlc": __version__, "torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform()},
     }

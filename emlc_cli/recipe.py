@@ -18,6 +18,11 @@ import yaml
 from emlc_cli.backbones import backbone
 from emlc_cli.corrections import RULE_NAMES
 from emlc_cli.errors import RecipeError
+from emlc_cli.recipe_yaml import MAX_RECIPE_BYTES  # noqa: F401 - part of this module's interface
+from emlc_cli.recipe_yaml import RecipeLoader as _RecipeLoader
+from emlc_cli.recipe_yaml import Refused as _Refused
+from emlc_cli.recipe_yaml import read_yaml as _read_yaml
+from emlc_cli.recipe_yaml import short as _short
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,17 @@ class Recipe:
     meta: MetaConfig = field(default_factory=MetaConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     correct: CorrectConfig = field(default_factory=CorrectConfig)
+    # Where it came from, as the user named it (`quick`, `work/my.yaml (name: quick)`, `+ train.epochs=3`): what
+    # summary.json and the review report show. Not a recipe key: left out of to_dict(), recipe.yaml and --resume's check.
+    origin: str = field(default="", compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data.pop("origin")
+        return data
+
+
+KEYS_OF_RECIPE = ("name", "description", "data", "model", "meta", "train", "correct")  # the top-level keys a YAML may hold
 
 
 SECTIONS: dict[str, type] = {
@@ -119,49 +132,6 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train.finetune_lr_factor": (1e-6, 10.0),
     "correct.threshold": (0.0, 1.0),
 }
-
-
-MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; anything near this is not one
-MAX_DEPTH = 16  # sections hold scalars: deeper nesting is never a valid recipe
-
-
-class _Refused(yaml.YAMLError):
-    """A YAML construct recipes do not allow; `mark` says where."""
-
-    def __init__(self, problem: str, mark: Any) -> None:
-        super().__init__(problem)
-        self.problem, self.mark = problem, mark
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """SafeLoader without anchors/aliases (a 1 KB alias bomb expands to gigabytes), deep nesting or duplicate keys."""
-
-    depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise _Refused("YAML anchors and aliases (&name, *name) are not allowed in recipes", event.start_mark)
-        if self.depth >= MAX_DEPTH:
-            raise _Refused(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen:
-                    raise _Refused(f"key '{_short(key_node.value)}' appears twice in one mapping", key_node.start_mark)
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _REPR = reprlib.Repr()
@@ -197,19 +167,63 @@ def recipe_path(name_or_path: str) -> Path:
 
 
 def load_recipe(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """A shipped recipe or a YAML file, with `section.key=value` overrides applied. An error in a value that came
+    from an override names the override, not the file."""
     path = recipe_path(name_or_path)
     raw = _read_yaml(path)
+    shipped = _shipped_epochs(raw)
     _refuse_repeated(overrides)
-    for override in overrides:
-        _apply_override(raw, override, str(path))
+    overridden = {_apply_override(raw, override, str(path)): override.strip() for override in overrides}
     raw.setdefault("name", path.stem)
-    return recipe_from_dict(raw, source=str(path))
+    try:
+        recipe = recipe_from_dict(raw, source=str(path))
+    except RecipeError as err:
+        raise _blame(err, overridden, shipped, raw, path) from None
+    return dataclasses.replace(recipe, origin=_origin(name_or_path, path, raw, list(overridden.values())))
+
+
+def _origin(given: str, path: Path, raw: dict[str, Any], overrides: list[str]) -> str:
+    """`quick`, `work/my.yaml (name: quick)`, each with `+ KEY=VALUE ...` when overridden."""
+    label = given
+    if path.parent != builtin_recipes_dir() and str(raw.get("name")) != path.stem:
+        label = f"{given} (name: {raw.get('name')})"
+    return " ".join([label, "+", *overrides]) if overrides else label
+
+
+def _shipped_epochs(raw: dict[str, Any]) -> tuple[Any, Any]:
+    """train.epochs and meta.warmup_epochs as the file has them (before overrides), to scale a warm-up."""
+    section = lambda name: raw.get(name) if isinstance(raw.get(name), dict) else {}  # noqa: E731
+    return section("train").get("epochs", TrainConfig.epochs), section("meta").get("warmup_epochs", MetaConfig.warmup_epochs)
+
+
+def _blame(err: RecipeError, overridden: dict[str, str], shipped: tuple[Any, Any], raw: dict[str, Any],
+           path: Path) -> RecipeError:
+    """Re-word an error about a key set on the command line so that it names the override."""
+    if err.key == "meta.warmup_epochs" and "train.epochs" in overridden and err.key not in overridden:
+        return _warmup_hint(overridden["train.epochs"], raw["train"]["epochs"], shipped, path)
+    if err.key not in overridden:
+        return err
+    blamed = RecipeError(err.detail, source=f"override {overridden[err.key]} (command line)")
+    blamed.key = err.key
+    return blamed
+
+
+def _warmup_hint(override: str, epochs: int, shipped: tuple[Any, Any], path: Path) -> RecipeError:
+    """train.epochs lowered on the command line below the file's warm-up: say which override fixes it."""
+    old_epochs, warmup = shipped
+    scaled = max(0, min(epochs - 1, round(warmup * epochs / old_epochs))) if isinstance(old_epochs, int) and old_epochs > 0 \
+        and isinstance(warmup, int) else max(0, epochs - 1)
+    err = RecipeError(f"meta.warmup_epochs={warmup} (from {path.name}) must be smaller than train.epochs={epochs}; "
+                      f"add meta.warmup_epochs={scaled} to scale the warm-up with the epochs, or raise train.epochs",
+                      source=f"override {override} (command line)")
+    err.key = "meta.warmup_epochs"
+    return err
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError("the top level must be a mapping of sections", source=source)
-    _check_keys(raw, [f.name for f in fields(Recipe)], prefix="", source=source)
+    _check_keys(raw, list(KEYS_OF_RECIPE), prefix="", source=source)
     sections = {}
     for name, cls in SECTIONS.items():
         section = {} if raw.get(name) is None else raw[name]  # `train:` alone means the defaults; `train: []` is an error
@@ -226,37 +240,6 @@ def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.load(_read_text(path), Loader=_RecipeLoader)
-    except _Refused as err:
-        raise RecipeError(f"{_at(err.mark)}{err.problem}", source=str(path)) from None
-    except yaml.MarkedYAMLError as err:
-        raise RecipeError(f"YAML syntax error at {_at(err.problem_mark)}{err.problem}", source=str(path)) from None
-    except yaml.YAMLError as err:
-        raise RecipeError(f"cannot read: {_short(str(err), 200)}", source=str(path)) from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise RecipeError("the top level must be a mapping of sections", source=str(path))
-    return raw
-
-
-def _read_text(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_RECIPE_BYTES + 1)
-        if len(data) > MAX_RECIPE_BYTES:
-            raise RecipeError(f"larger than {MAX_RECIPE_BYTES >> 20} MiB; a recipe is a short YAML file", source=str(path))
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(f"cannot read: {_short(str(err), 200)}", source=str(path)) from None
-
-
-def _at(mark: Any) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-
-
 def _refuse_repeated(overrides: list[str] | tuple[str, ...]) -> None:
     """The same key given twice is refused: silently keeping the last one hides a typo in a long command line."""
     seen: set[str] = set()
@@ -267,7 +250,8 @@ def _refuse_repeated(overrides: list[str] | tuple[str, ...]) -> None:
         seen.add(key)
 
 
-def _apply_override(raw: dict[str, Any], override: str, source: str | None = None) -> None:
+def _apply_override(raw: dict[str, Any], override: str, source: str | None = None) -> str:
+    """Set one `section.key=value` in `raw`; returns the key."""
     key, sep, text = override.partition("=")
     key = key.strip()
     if not sep or "." not in key:
@@ -282,6 +266,7 @@ def _apply_override(raw: dict[str, Any], override: str, source: str | None = Non
         raise RecipeError(f"expected a mapping of keys, got {type(target).__name__} ({_show(target)}); "
                           f"cannot apply {_short(key)}", key=section, source=source)
     target[name] = _override_value(text, key)
+    return key
 
 
 def _override_value(text: str, key: str) -> Any:

@@ -17,6 +17,11 @@ TO_VERIFY = "to_verify.csv"    # the images to verify next, best first: TO_VERIF
 SUMMARY = "summary.json"
 SOURCE = "source.json"         # where the data came from (never a token), so the run's images can be reopened
 RECIPE = "recipe.yaml"         # the resolved recipe
+PROBS = "probs.npy"            # float32, one row per corrected.csv row, one column per class: PROBS_MEANING
+PROBS_MEANING = ("class probabilities p(class | image) of the model the decision used (correct.source: the student "
+                 "unless the recipe says otherwise), temperature-calibrated on the verified holdout, before the "
+                 "student's fine-tune; in-sample for the noisy pool and the verified images it trained on, out of "
+                 "sample for the verified holdout")
 REVIEW = "review.html"         # where `emlc review` writes its report unless told otherwise
 STUDENT, TEACHER, BACKBONE = "student", "teacher", "backbone"  # model stems: STEM.safetensors + STEM.json
 STATE_FILE = "training_state.pt"  # the resumable training state, kept only in the staging folder
@@ -68,6 +73,19 @@ def manifest_key(kind: str) -> str:
 
 
 # ---- readers ------------------------------------------------------------------------------------------
+def read_probs(run: Path) -> "Any":
+    """probs.npy as an N x C float32 array aligned with corrected.csv (numpy imported only here)."""
+    import numpy as np
+
+    path = Path(run) / PROBS
+    if not path.is_file():
+        raise DataError("not found (runs written before emlc wrote class probabilities lack it)", path=path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"not a numpy array file ({err})", path=path) from None
+
+
 def read_corrected(run: Path, required: Iterable[str] = ()) -> list[dict[str, str]]:
     """corrected.csv as dicts; a missing `required` column is one DataError naming it."""
     path = Path(run) / CORRECTED

@@ -1,15 +1,29 @@
-"""Device choice, seeding and threading. `resolve_device` is the one place a --device string is read."""
+"""Device choice, seeding and threading. `resolve_device` is the one place a --device string is read.
+
+Torch is imported only inside the functions that need it, so that `emlc clean` checks a --device string and
+whether it runs under torchrun before torch is loaded (a bad input answers in well under a second)."""
 from __future__ import annotations
 
 import os
 import random
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
-import torch
-
-from emlc_cli.distributed import launched
 from emlc_cli.errors import DeviceError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+LAUNCH_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched() -> bool:
+    """True inside a torchrun worker (the launcher sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and all(k in os.environ for k in LAUNCH_ENV)
+
+
+def is_main_process() -> bool:
+    """Rank 0, or no launcher at all (before the process group exists, from the environment)."""
+    return int(os.environ.get("RANK", "0")) == 0 if launched() else True
 
 
 def parse_device(spec: str) -> tuple[str, Optional[int]]:
@@ -23,10 +37,12 @@ def parse_device(spec: str) -> tuple[str, Optional[int]]:
     raise DeviceError(f"--device '{text}': expected auto, cpu, cuda or cuda:N")
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
+def resolve_device(spec: str = "auto") -> "torch.device":
     """auto = CUDA when present, else CPU. Asking for CUDA without one is an error, not a fallback. Under
     torchrun each process owns the GPU of its LOCAL_RANK: auto and cuda resolve to it, cuda:N is refused."""
     kind, index = parse_device(spec)
+    import torch
+
     if launched() and kind != "cpu":
         if index is not None:
             raise DeviceError(f"--device {spec}: under torchrun each process uses the GPU of its LOCAL_RANK; pass --device cuda")
@@ -51,6 +67,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
 def check_nproc(nproc: int, device: str) -> None:
     """One process per GPU: more processes than GPUs is an error unless the run is on the CPU."""
     kind, _ = parse_device(device)
+    import torch
+
     if kind == "cpu" or not torch.cuda.is_available():
         return
     if nproc > torch.cuda.device_count():
@@ -58,7 +76,10 @@ def check_nproc(nproc: int, device: str) -> None:
                          "use at most that many, or --device cpu")
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int) -> "torch.Generator":
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

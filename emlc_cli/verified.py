@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from emlc_cli.backbones import check_model_input
+from emlc_cli.backbones import BACKBONES, check_model_input
 from emlc_cli.data.imagefolder import check_inside
 from emlc_cli.data.kinds import load_source
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError
-from emlc_cli.models import validate_backbone
 from emlc_cli.recipe import Recipe
 from emlc_cli.run_folder import manifest_key
 
@@ -38,20 +37,25 @@ class Prepared:
     def noisy(self) -> list[int]:
         return [i for i in range(len(self.dataset)) if i not in self.verified]
 
+    def describe(self) -> str:
+        """`120 images, 3 classes, 18 verified (6 held out for model selection)`."""
+        return (f"{len(self.dataset)} images, {len(self.dataset.classes)} classes, {len(self.verified)} verified "
+                f"({len(self.holdout)} held out for model selection)")
+
 
 def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, seed: int = 0) -> Prepared:
     """Read and validate the dataset and the verified subset; nothing is trained or written.
 
     `data` is an image folder, or any source emlc_cli.data.kinds reads (a SourceSpec, which also carries
     `--labels`, or a path / hf:// string)."""
-    validate_backbone(recipe.model.backbone, recipe.model.weights)
+    _validate_backbone(recipe)
     dataset = load_source(data)
     check_model_input(dataset, recipe.model.backbone)
     verified: dict[int, int] = {}
     index = dataset.index_of()
     key = manifest_key(dataset.kind)
     for manifest in clean_csv:
-        rows = read_path_label_csv(Path(manifest), key=key)
+        rows = read_manifest(Path(manifest), key)
         for path, _, row in rows:
             if key == "path":
                 check_inside(dataset.root, path, Path(manifest), row)
@@ -61,6 +65,16 @@ def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, seed
     _check_enough(verified, dataset, clean_csv, recipe)
     holdout = _holdout(verified, recipe.data.holdout_fraction, seed)
     return Prepared(dataset, verified, holdout, _coverage_warnings(verified, dataset.classes))
+
+
+def _validate_backbone(recipe: Recipe) -> None:
+    """emlc's own networks without weights need no check (and no torch); anything else is resolved now."""
+    model = recipe.model
+    if model.backbone in BACKBONES and model.weights in ("none", ""):
+        return
+    from emlc_cli.models import validate_backbone
+
+    validate_backbone(model.backbone, model.weights)
 
 
 def _check_enough(verified: dict[int, int], dataset: LabeledImages, clean_csv: list[Path], recipe: Recipe) -> None:
@@ -99,3 +113,12 @@ def _holdout(verified: dict[int, int], fraction: float, seed: int) -> list[int]:
             take = min(len(members) - 1, max(1, round(fraction * len(members))))
             held += rng.choice(members, size=take, replace=False).tolist()
     return sorted(held)
+
+
+def read_manifest(path: Path, key: str) -> list[tuple[str, str, int]]:
+    """A verified-set manifest: a key,label CSV, or a Label Studio JSON export of tasks emlc exported."""
+    if path.suffix.lower() == ".json":
+        from emlc_cli import labelstudio
+
+        return labelstudio.read_decisions(path)
+    return read_path_label_csv(path, key=key)

@@ -61,6 +61,25 @@ def test_clean_end_to_end_improves_labels(noisy_folder):
     metrics = json.loads(scored.output)
     assert metrics["corrected_accuracy"] > metrics["given_accuracy"] + 0.1
     assert metrics["f1"] > 0.5
+    probs_go_to_cleanlab(out, noisy_folder["truth"])
+
+
+def probs_go_to_cleanlab(run: Path, truth_csv: Path) -> None:
+    """probs.npy is aligned with corrected.csv and is what cleanlab's pred_probs expects."""
+    from cleanlab.filter import find_label_issues
+
+    from emlc_cli.run_folder import read_corrected, read_probs
+
+    rows, probs = read_corrected(run), read_probs(run)
+    classes = json.loads((run / "student.json").read_text())["classes"]
+    assert probs.dtype == np.float32 and probs.shape == (len(rows), len(classes))
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+    truth = dict(line.split(",") for line in truth_csv.read_text().splitlines()[1:])
+    true = np.array([classes.index(truth[r["path"]]) for r in rows])
+    assert (probs.argmax(1) == true).mean() > 0.8
+    given = np.array([classes.index(r["label"]) for r in rows])
+    flagged = find_label_issues(given, probs)
+    assert flagged.shape == (len(rows),) and (given[flagged] != true[flagged]).mean() > 0.5
 
 
 def test_checkpoint_loads_weights_only_and_reproduces_holdout(noisy_folder):

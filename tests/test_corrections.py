@@ -70,3 +70,13 @@ def test_verification_candidates_put_uncertain_rows_first():
     priorities = [p for _, _, p in rows]
     assert len(rows) == 50 and priorities == sorted(priorities, reverse=True)
     assert fixed.confidence[rows[0][0]] <= np.median(fixed.confidence)
+
+
+def test_em_in_blocks_equals_em_in_one_block(monkeypatch):
+    rng = np.random.default_rng(3)
+    probs = corrections.softmax(rng.normal(0, 2, (1000, 7))).astype(np.float32)
+    given = rng.integers(0, 7, 1000)
+    whole = corrections.estimate_transition(probs, given, 7)
+    monkeypatch.setattr(corrections, "CHUNK", 64)
+    blocks = corrections.estimate_transition(probs, given, 7)
+    assert np.allclose(whole, blocks, atol=1e-6) and np.allclose(blocks.sum(1), 1)

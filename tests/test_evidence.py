@@ -132,3 +132,11 @@ def test_look_alike_flips_may_use_the_em_transition_and_never_lose_by_it(monkeyp
         if both.decision.shrink == 0.0:
             assert both.report["margin"] is not None
     assert min(gains) >= 0 and max(gains) > 0.01, gains
+
+
+def test_a_model_based_estimate_leaves_room_for_the_optimism_measured_in_benchmarks():
+    result, given, true = judged(0.4, 2.0, in_place=False)
+    estimate = result.report["given"]
+    assert result.report["source"].startswith("model")
+    assert estimate["low"] <= estimate["estimate"] - evidence.MODEL_OPTIMISM + 1e-9 < estimate["high"]
+    assert result.report["corrected"]["low"] < result.report["corrected"]["estimate"] - 0.1

@@ -251,7 +251,7 @@ def test_report_size_is_bounded_on_100k_rows(tmp_path):
 def test_open_run_images_helper_is_used_for_other_sources(tmp_path, monkeypatch):
     seen = []
 
-    def open_run_images(run):
+    def open_run_images(run, record=None):
         seen.append(run)
         return lambda path: Image.new("RGB", (40, 30), (10, 200, 10))
 

@@ -230,7 +230,7 @@ def test_disk_full_while_saving_the_state_keeps_the_last_complete_one(noisy_fold
     result = runner.invoke(app, clean_args(noisy_folder, out))
     one_line_error(result, "no space left while writing", run_folder.STATE_FILE, "MB free", "--resume")
     staged = run_folder.staging_path(out)
-    assert sorted(p.name for p in staged.iterdir()) == sorted([run_folder.STATE_FILE, run_folder.MARKERS["run"]])
+    assert sorted(p.name for p in staged.iterdir()) == sorted([run_folder.STATE_FILE, run_folder.MARKERS["run"], "emlc.log"])
     assert outputs.load_training_state(staged / run_folder.STATE_FILE)["seed"] == 0
     assert not out.exists() and not run_folder.lock_path(out).exists() and tree_hash(noisy_folder["root"]) == before
 

@@ -33,6 +33,11 @@ THIRD_PARTY = ("urllib3", "httpx", "httpcore", "huggingface_hub", "filelock", "f
 class OneLineErrors(TyperGroup):
     """Usage errors (a missing option, a bad value) as one stderr line with exit code 2, not a panel."""
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        from emlc_cli.cli.options import plain_flags
+
+        return plain_flags(super().get_params(ctx))
+
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
         try:
@@ -64,19 +69,51 @@ def usage_line(err: Any) -> str:
     param = getattr(err, "param", None)
     if type(err).__name__ == "MissingParameter" and getattr(param, "opts", None):
         kind = "argument" if getattr(param, "param_type_name", "") == "argument" else "option"
-        names = str(param.name).upper() if kind == "argument" else " / ".join(param.opts)
+        names = (param.metavar or str(param.name).upper()) if kind == "argument" else " / ".join(param.opts)
         line = f"missing {kind} {names}"
     else:
-        line = " ".join(err.format_message().split())
+        line = override_hint(err) or " ".join(err.format_message().split())
     ctx = getattr(err, "ctx", None)
     if ctx is not None and err.exit_code == 2:
         line += f" (see {ctx.command_path} --help)"
     return redact(line)
 
 
+WORKFLOWS = """[bold]Common workflows[/]
+
+  emlc demo                                   # try it, offline
+  emlc clean ./images --clean clean.csv       # correct: runs/images
+  emlc review runs/images                     # look: review.html
+  emlc clean ./images -c clean.csv -c decisions.csv -o runs/images-2
+  emlc evaluate runs/images --truth truth.csv # score against truth
+  emlc export runs/images ./images-clean      # a corrected copy
+  emlc push runs/images --to ./cleaned        # Hub layout (--repo)
+
+`emlc COMMAND --help` shows each command's options and examples."""
+
 app = typer.Typer(name="emlc", help="Clean noisy labels with Enhanced Meta Label Correction.", cls=OneLineErrors,
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False, epilog=WORKFLOWS)
+recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True,
+                          epilog="[bold]Examples[/]\n\n  emlc recipes list\n  emlc recipes show quick\n"
+                                 "  emlc recipes copy quick my.yaml      # then: emlc clean DATA --clean CSV --recipe my.yaml")
+
+
+def override_hint(err: Any) -> str | None:
+    """`--epochs 3` on a command that takes recipe overrides: name the override it meant (`train.epochs=3`)."""
+    name, ctx = getattr(err, "option_name", None), getattr(err, "ctx", None)
+    if type(err).__name__ != "NoSuchOption" or not name or ctx is None:
+        return None
+    if not any(p.name == "overrides" for p in ctx.command.params):
+        return None
+    from emlc_cli.recipe import SECTIONS
+
+    key = name.lstrip("-").replace("-", "_")
+    matches = [f"{section}.{key}" for section, cls in SECTIONS.items() if key in cls.__dataclass_fields__]
+    if not matches:
+        return (f"no such option: {name}; recipe keys are not options but overrides after DATA, written "
+                "section.key=value (e.g. train.epochs=3; `emlc recipes show NAME` lists them)")
+    return (f"no such option: {name}; recipe keys are overrides after DATA, written section.key=value: "
+            f"{' or '.join(m + '=VALUE' for m in matches)}")
 
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,32 +159,48 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version.")) -> None:
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                     help="Show the version.")) -> None:
     configure_logging(bool(os.environ.get("EMLC_DEBUG")))
 
 
 def configure_logging(debug: bool) -> None:
     """WARNING for everything, DEBUG for emlc's own loggers under EMLC_DEBUG; HTTP libraries stay at WARNING
     (at DEBUG they log request headers, the token among them), and every record passes a redacting filter."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from emlc_cli.console import LogHandler  # records print as the console's own lines: `warning: ...`
+
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, LogHandler)), None)
+    if handler is None:
+        handler = LogHandler()
+        root.addHandler(handler)
+    handler.setLevel(logging.DEBUG if debug else logging.WARNING)
     logging.getLogger("emlc_cli").setLevel(logging.DEBUG if debug else logging.NOTSET)
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(logging.WARNING)
     install_log_filter()
 
 
-def _register() -> None:
-    from emlc_cli.cli import clean, demo, evaluate, export, push, recipes, review
+def _help(module: Any) -> dict[str, Any]:
+    """Each command's usage line with plain placeholders, and its examples (the module's EXAMPLES) below its options."""
+    from emlc_cli.cli.options import Command
 
-    app.command("clean")(guarded(clean.clean_command))
-    app.command("evaluate")(guarded(evaluate.evaluate_command))
-    app.command("review")(guarded(review.review_command))
-    app.command("demo")(guarded(demo.demo_command))
-    app.command("push")(guarded(push.push_command))
-    app.command("export")(guarded(export.export_command))
-    recipes_app.command("list")(guarded(recipes.list_command))
-    recipes_app.command("show")(guarded(recipes.show_command))
-    recipes_app.command("copy")(guarded(recipes.copy_command))
+    return {"cls": Command, "epilog": getattr(module, "EXAMPLES", None)}
+
+
+def _register() -> None:
+    from emlc_cli.cli import clean, demo, evaluate, export, predict, push, recipes, review
+
+    app.command("clean", **_help(clean))(guarded(clean.clean_command))
+    app.command("evaluate", **_help(evaluate))(guarded(evaluate.evaluate_command))
+    app.command("review", **_help(review))(guarded(review.review_command))
+    app.command("demo", **_help(demo))(guarded(demo.demo_command))
+    app.command("push", **_help(push))(guarded(push.push_command))
+    app.command("export", **_help(export))(guarded(export.export_command))
+    app.command("predict", **_help(predict))(guarded(predict.predict_command))
+    recipes_app.command("list", **_help(recipes))(guarded(recipes.list_command))
+    recipes_app.command("show", **_help(recipes))(guarded(recipes.show_command))
+    recipes_app.command("copy", **_help(recipes))(guarded(recipes.copy_command))
     app.add_typer(recipes_app, name="recipes")
 
 

@@ -1,4 +1,4 @@
-"""`emlc clean DATA --clean clean.csv`: parse, call pipeline.clean, print the summary."""
+"""`emlc clean DATA --clean clean.csv`: parse, validate (before torch is imported), call pipeline.clean, print."""
 from __future__ import annotations
 
 import sys
@@ -7,19 +7,33 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from emlc_cli.cli.options import DeviceOpt, OutOpt, OverridesArg, QuietOpt, SeedOpt
+from emlc_cli.cli.options import (DATA, DEVICES, FLAG, OUTPUTS, RECIPE, RUN, VERIFIED, DeviceOpt, JsonOpt, OverridesArg,
+                                  QuietOpt, SeedOpt)
 from emlc_cli.cli.source_options import (ConfigOpt, DataArg, FeatureColumnOpt, IdColumnOpt, ImageColumnOpt, LabelColumnOpt,
                                          RevisionOpt, SplitOpt, build_spec, command_line)
+
+EXAMPLES = """[bold]Examples[/]
+
+  emlc clean ./images --clean clean.csv            # writes runs/images
+  emlc clean ./images --clean clean.csv --dry-run  # check it all first
+  emlc clean ./images -c clean.csv --recipe quick train.epochs=5 -o runs/a
+  emlc clean ./images -c clean.csv -c decisions.csv -o runs/b  # next round
+  emlc clean ./images -c clean.csv -o runs/a --resume   # after Ctrl-C
+  emlc clean hf://owner/name --split train -c clean.csv   # id,label rows
+
+Recipe keys are not options: give them after DATA as section.key=value (train.epochs=5); `emlc recipes show quick` lists them."""
 
 
 def clean_command(
     ctx: typer.Context,
     data: DataArg,
-    clean: Annotated[list[Path], typer.Option("--clean", "-c", help="Verified subset, CSV path,label (id,label for datasets; repeatable).", show_default=False)],
+    clean: Annotated[list[Path], typer.Option("--clean", "-c", metavar="CSV", rich_help_panel=VERIFIED, show_default=False,
+                                              help="Verified subset: CSV path,label (id,label for datasets); repeat it to "
+                                                   "combine several.")],
     overrides: OverridesArg = None,
-    out: OutOpt = None,
-    recipe: Annotated[Optional[str], typer.Option("--recipe", "-r", help="Shipped recipe name or a YAML file [default: default, or features with --feature-column]", show_default=False)] = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV path,label giving the labels of a flat folder; CSV label[,id] for a .npy file.", show_default=False)] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", metavar="CSV", rich_help_panel=DATA, show_default=False,
+                                                   help="CSV path,label giving the labels of a flat folder; CSV label[,id] "
+                                                        "for a .npy file.")] = None,
     config: ConfigOpt = None,
     split: SplitOpt = None,
     revision: RevisionOpt = None,
@@ -27,49 +41,68 @@ def clean_command(
     label_column: LabelColumnOpt = "label",
     id_column: IdColumnOpt = None,
     feature_column: FeatureColumnOpt = None,
-    device: DeviceOpt = "auto",
+    recipe: Annotated[Optional[str], typer.Option("--recipe", "-r", metavar="NAME|FILE", rich_help_panel=RECIPE,
+                                                  show_default=False,
+                                                  help="Shipped recipe name (`emlc recipes list`) or a YAML file. "
+                                                       "\\[default: default, or features with --feature-column]")] = None,
     seed: SeedOpt = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same --out.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate inputs and print the resolved recipe; train nothing.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar=FLAG, rich_help_panel=RUN,
+                                         help="Continue an interrupted run into the same --out.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", metavar=FLAG, rich_help_panel=RUN,
+                                          help="Check the recipe, device, data, manifests and --out, print the resolved "
+                                               "recipe; train nothing.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", metavar=FLAG, rich_help_panel=RUN,
+                                         help="Fail on the first unreadable image instead of skipping it.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", rich_help_panel=OUTPUTS, show_default=False,
+                                                help="Run folder to create. \\[default: runs/NAME, NAME from DATA]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar=FLAG, rich_help_panel=OUTPUTS,
+                                            help="Replace an existing run folder (only one emlc wrote).")] = False,
     quiet: QuietOpt = False,
-    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Processes on this machine (one per GPU, or CPU shares); runs torchrun for you.")] = 1,
+    as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    nproc: Annotated[int, typer.Option("--nproc", metavar="N", min=1, rich_help_panel=DEVICES,
+                                       help="Processes on this machine (one per GPU, or CPU shares); runs torchrun "
+                                            "for you.")] = 1,
 ) -> None:
-    """Train EMLC on DATA and write corrected labels, checkpoints and a summary to --out."""
-    from emlc_cli import console, distributed, pipeline
-    from emlc_cli.recipe import dump_recipe, load_recipe
-    from emlc_cli.runtime import check_nproc
-
-    if nproc > 1 and not distributed.launched() and not dry_run:
-        check_nproc(nproc, device)
-        raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
-    quiet = quiet or not distributed.is_main_process()
+    """Train EMLC on DATA and write corrected labels, checkpoints, a summary and a log to --out."""
+    from emlc_cli import console, preflight
 
     spec = build_spec(data, labels, config, split, revision, image_column, label_column, id_column, feature_column,
                       command=command_line(ctx))
-    resolved = load_recipe(recipe or ("features" if spec.uses_features else "default"), overrides or [])
-    out_dir = out or Path("runs") / spec.run_name()
-    if distributed.is_main_process():  # before any data is read, also for --dry-run
-        _check_out(out_dir, spec, clean, recipe, overwrite, resume)
+    checked = preflight.check_clean(spec, clean, recipe, overrides or [], out, device, seed, overwrite, resume)
     if dry_run:
-        prepared = pipeline.prepare(spec, clean, resolved, seed)
-        console.text(dump_recipe(resolved))
-        console.text(f"# {len(prepared.dataset)} images, {len(prepared.dataset.classes)} classes, "
-                     f"{len(prepared.verified)} verified, {len(prepared.holdout)} held out; would write {out_dir}")
-        for message in prepared.warnings:
-            console.warning(message)
+        _dry_run(checked, device)
         return
-    with console.TrainingProgress(quiet) as progress:
-        result = pipeline.clean(spec, clean, out_dir, resolved, device, seed, overwrite, on_event=progress,
-                                resume=resume, strict=strict)
-    if not quiet:
+    from emlc_cli import distributed, pipeline  # torch: only once the inputs are known to be good
+
+    if nproc > 1 and not distributed.launched():
+        from emlc_cli.runtime import check_nproc
+
+        check_nproc(nproc, device)
+        raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
+    quiet = quiet or not distributed.is_main_process()  # --json: progress on stderr, the summary on stdout
+    with console.TrainingProgress(quiet, checked.recipe.train.finetune_epochs) as progress:
+        result = pipeline.clean(spec, clean, checked.out, checked.recipe, device, seed, overwrite, on_event=progress,
+                                resume=resume, strict=strict, prepared=checked.prepared)
+    if not distributed.is_main_process():
+        return
+    if as_json:
+        console.json_line({"run": str(result.out), **result.summary})
+    elif quiet:
+        console.text(str(result.out))
+    else:
         console.clean_summary(result.summary, str(result.out))
 
 
-def _check_out(out_dir: Path, spec: Any, clean: list[Path], recipe: Optional[str], overwrite: bool, resume: bool) -> None:
-    """--out may not be, hold or lie inside DATA, and may not hold a file this run reads (manifests, labels, recipe)."""
-    from emlc_cli.outputs import check_out_dir
+def _dry_run(checked: Any, device: str) -> None:
+    """The resolved recipe and what the run would do; the device is resolved too (a missing GPU fails here)."""
+    from emlc_cli import console
+    from emlc_cli.recipe import dump_recipe
+    from emlc_cli.runtime import resolve_device
 
-    reads = [(Path(p), "the input") for p in (*clean, spec.labels_csv, recipe) if p is not None and Path(p).exists()]
-    check_out_dir(out_dir, spec, overwrite, resume, protect=reads)
+    where = resolve_device(device)
+    verb = "replace" if checked.replaces else "write"
+    console.text(dump_recipe(checked.recipe))
+    console.text(f"# {checked.prepared.describe()}; would {verb} {checked.out} on {where}")
+    for message in checked.prepared.warnings:
+        console.warning(message)

@@ -6,6 +6,12 @@ from pathlib import Path
 
 from emlc_cli.cli.options import DeviceOpt, OutOpt, OverridesArg, QuietOpt, SeedOpt
 
+EXAMPLES = """[bold]Examples[/]
+
+  emlc demo                       # about two minutes on 2 CPU cores
+  emlc demo --out runs/demo       # keep the run folder (then: emlc review runs/demo)
+  emlc demo train.epochs=4 meta.warmup_epochs=1   # a shorter run"""
+
 
 def demo_command(out: OutOpt = None, overrides: OverridesArg = None, device: DeviceOpt = "auto",
                  seed: SeedOpt = 0, quiet: QuietOpt = False) -> None:

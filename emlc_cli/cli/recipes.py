@@ -19,7 +19,7 @@ def list_command() -> None:
         console.text(f"{name:<16} {load_recipe(name).description}")
 
 
-def show_command(name: Annotated[str, typer.Argument(help="Recipe name or path.")]) -> None:
+def show_command(name: Annotated[str, typer.Argument(metavar="NAME", help="Recipe name or path.")]) -> None:
     """Print a recipe as shipped."""
     from emlc_cli import console
     from emlc_cli.recipe import recipe_path
@@ -28,8 +28,8 @@ def show_command(name: Annotated[str, typer.Argument(help="Recipe name or path."
 
 
 def copy_command(
-    name: Annotated[str, typer.Argument(help="Recipe name.")],
-    dest: Annotated[Path, typer.Argument(help="Where to write the copy.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Recipe name.")],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="Where to write the copy.")],
 ) -> None:
     """Copy a shipped recipe to edit it."""
     from emlc_cli import console

@@ -2,24 +2,36 @@
 `emlc clean` and `emlc evaluate`, and the canonical command line recorded in the run."""
 from __future__ import annotations
 
+import os
 import shlex
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from emlc_cli.cli.options import DATA
+
 DataArg = Annotated[str, typer.Argument(
+    metavar="DATA",
     help="Image folder (DATA/<class>/<image>, or flat with --labels), hf://owner/name, a save_to_disk folder, "
          "a parquet file or folder, an imagefolder with metadata.csv, or features.npy with --labels.",
     show_default=False)]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Hub dataset configuration (subset).", show_default=False)]
-SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split to read (default: the only one, else 'train').", show_default=False)]
-RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit.", show_default=False)]
-ImageColumnOpt = Annotated[Optional[str], typer.Option("--image-column", help="Image column (default: the first Image feature).", show_default=False)]
-LabelColumnOpt = Annotated[str, typer.Option("--label-column", help="Label column (ClassLabel, string or int).")]
-IdColumnOpt = Annotated[Optional[str], typer.Option("--id-column", help="Column of unique row ids (default: the row index).", show_default=False)]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", metavar="NAME", rich_help_panel=DATA,
+                                                  help="Hub dataset configuration (subset).", show_default=False)]
+SplitOpt = Annotated[Optional[str], typer.Option("--split", metavar="NAME", rich_help_panel=DATA,
+                                                 help="Split to read (default: the only one, else 'train').", show_default=False)]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", metavar="REV", rich_help_panel=DATA,
+                                                    help="Hub branch, tag or commit.", show_default=False)]
+ImageColumnOpt = Annotated[Optional[str], typer.Option("--image-column", metavar="COLUMN", rich_help_panel=DATA,
+                                                       help="Image column (default: the first Image feature).", show_default=False)]
+LabelColumnOpt = Annotated[str, typer.Option("--label-column", metavar="COLUMN", rich_help_panel=DATA,
+                                             help="Label column (ClassLabel, string or int).")]
+IdColumnOpt = Annotated[Optional[str], typer.Option("--id-column", metavar="COLUMN", rich_help_panel=DATA,
+                                                    help="Column of unique row ids (default: the row index).", show_default=False)]
 FeatureColumnOpt = Annotated[Optional[str], typer.Option(
-    "--feature-column", help="Fixed-length float vector column (embeddings): trains an MLP (recipe 'features').",
-    show_default=False)]
+    "--feature-column", metavar="COLUMN", rich_help_panel=DATA,
+    help="Fixed-length float vector column (embeddings): trains an MLP (recipe 'features').", show_default=False)]
+PATH_PARAMS = ("data", "recipe")  # string parameters recorded as absolute paths when they name a local file
 
 
 def build_spec(data: str, labels: Any = None, config: Optional[str] = None, split: Optional[str] = None,
@@ -33,17 +45,29 @@ def build_spec(data: str, labels: Any = None, config: Optional[str] = None, spli
 
 
 def command_line(ctx: typer.Context, secret_params: tuple[str, ...] = ("token",)) -> str:
-    """The current command rebuilt from its parsed parameters (defaults left out, secrets never included)."""
+    """The current command rebuilt from its parsed parameters (defaults left out, secrets never included), local
+    paths made absolute so that it can be pasted from any folder."""
     words = ["emlc", *ctx.command_path.split()[1:]]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         if param.name in secret_params or value is None or value == param.default or value in ((), []):
             continue
+        items = [_word(param.name, v) for v in (value if isinstance(value, (list, tuple)) else [value])]
         if param.param_type_name == "argument":
-            words += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+            words += items
         elif getattr(param, "is_flag", False):
             words.append(param.opts[0])
         else:
-            for item in value if isinstance(value, (list, tuple)) else [value]:
-                words += [param.opts[0], str(item)]
+            for item in items:
+                words += [param.opts[0], item]
     return shlex.join(words)
+
+
+def _word(name: Optional[str], value: Any) -> str:
+    if isinstance(value, Path) or (name in PATH_PARAMS and _local_file(str(value))):
+        return os.path.abspath(value)
+    return str(value)
+
+
+def _local_file(text: str) -> bool:
+    return not text.startswith("hf://") and (Path(text).exists() or text.endswith((".yaml", ".yml")))

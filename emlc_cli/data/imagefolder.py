@@ -130,3 +130,12 @@ def check_inside(root: Path, relpath: str, source: Path, row: int) -> Path:
         what = "is not a regular file" if full.exists() else f"not found in {root}"
         raise DataError(f"image '{relpath}' {what}", path=source, row=row)
     return full
+
+
+def load_unlabelled_folder(root: Path) -> LabeledImages:
+    """Every image under `root` (any layout), one placeholder class: for prediction, where no label is read."""
+    images, ignored = _list_images(Path(root))
+    if not images:
+        raise DataError("no images found", path=root)
+    paths = [p.relative_to(root).as_posix() for p in images]
+    return _sorted_images(Path(root), paths, [0] * len(paths), ["?"], ignored)

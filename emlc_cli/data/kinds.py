@@ -13,7 +13,7 @@ from PIL import Image
 
 from emlc_cli.data import huggingface, imagefolder, npy
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.data.spec import INHERITED, SourceSpec, as_spec, spec_from_record
+from emlc_cli.data.spec import HUB_PREFIX, INHERITED, SourceSpec, as_spec, relocated, spec_from_record
 from emlc_cli.errors import DataError
 from emlc_cli.run_folder import is_folder_kind, read_source_record
 
@@ -65,9 +65,22 @@ def spec_like_run(record: dict[str, Any], data: str, labels_csv: Any = None, **g
     return SourceSpec(str(data), labels_csv=str(labels_csv) if labels_csv else None, **chosen)
 
 
-def open_run_images(run: Path) -> Optional[Callable[[str], Image.Image]]:
+MOVED = "pass --data NEW_LOCATION if it moved"
+
+
+def run_source(run: Path, data: Optional[str] = None) -> dict[str, Any]:
+    """RUN/source.json with the data where `data` says it is now; a local source that is not there is one line
+    that names --data."""
+    record = relocated(read_source_record(run), data)
+    location = str(record.get("location") or record.get("root") or "")
+    if location and not location.startswith(HUB_PREFIX) and not Path(location).exists():
+        raise DataError("data not found" + ("" if data else f" (where the run read it); {MOVED}"), path=location)
+    return record
+
+
+def open_run_images(run: Path, record: Optional[dict[str, Any]] = None) -> Optional[Callable[[str], Image.Image]]:
     """id -> PIL image of a run's source (for `emlc review`), or None for feature-vector sources."""
-    data = load_source(spec_from_record(read_source_record(run)))
+    data = load_source(spec_from_record(record if record is not None else read_source_record(run)))
     if data.features is not None:
         return None
     index = data.index_of()

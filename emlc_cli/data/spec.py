@@ -71,3 +71,17 @@ def origin_record(spec: SourceSpec, kind: str, rows: int, **extra: Any) -> dict[
     if record["labels_csv"]:
         record["labels_csv"] = str(Path(record["labels_csv"]).resolve())
     return {**record, "kind": kind, "rows": rows, **extra}
+
+
+def relocated(record: dict[str, Any], data: Optional[str]) -> dict[str, Any]:
+    """A run's source record with its data at `data` now (`--data NEW_LOCATION`); a labels file that lay inside
+    the old data folder moves with it. Unchanged when `data` is None."""
+    if not data:
+        return record
+    new = data if data.startswith(HUB_PREFIX) else str(Path(data).resolve())
+    old = record.get("location") or record.get("root")
+    moved = {**record, "location": new, "root": new}
+    labels = record.get("labels_csv")
+    if labels and old and not str(old).startswith(HUB_PREFIX) and Path(labels).is_relative_to(old):
+        moved["labels_csv"] = str(Path(new) / Path(labels).relative_to(old))
+    return moved

@@ -111,8 +111,9 @@ def _epochs(summary: dict[str, Any]) -> str:
     epochs = summary.get("epochs") or []
     if not epochs:
         return ""
+    first = 1 if any(ep.get("epoch") == 0 for ep in epochs) else 0  # runs before 0.2 numbered epochs from 0
     rows = "".join(
-        f"<tr><td>{ep.get('epoch', 0) + 1}</td><td>{e(ep.get('phase', ''))}</td>"
+        f"<tr><td>{ep.get('epoch', 0) + first}</td><td>{e(ep.get('phase', ''))}</td>"
         f"<td>{ep.get('student_holdout_acc', 0):.3f}</td><td>{ep.get('teacher_holdout_acc', 0):.3f}</td>"
         f"<td>{ep.get('seconds', 0):.1f}</td><td>{'best' if ep.get('best') else ''}</td></tr>"
         for ep in epochs)
@@ -160,8 +161,7 @@ def _toolbar(view: RunView) -> str:
     options = "".join(f'<option value="{e(c)}">{e(c)}</option>' for c in view.classes)
     select = lambda name, label: (f'<label>{label} <select id="filter-{name}" data-filter="{name}">'  # noqa: E731
                                   f'<option value="">any</option>{options}</select></label>')
-    data = view.source.get("root") if run_folder.is_folder_kind(run_folder.source_kind(view.source)) else None
-    command = f"emlc clean {data or 'DATA'} --clean clean.csv --clean decisions.csv --out {view.run}-next"
+    command = view.next_command()
     return ('<section id="toolbar"><div class="filters">'
             f'{select("class", "class")}{select("given", "given")}{select("corrected", "corrected")}'
             '<label>show <select id="filter-status" data-filter="status"><option value="">all</option>'
@@ -172,7 +172,8 @@ def _toolbar(view: RunView) -> str:
             '<div class="decisions"><span id="decision-count">0 decisions</span>'
             '<button type="button" id="download" class="primary">download decisions.csv</button>'
             '<button type="button" id="clear-decisions">clear</button></div>'
-            f'<p class="muted hint">Next round: <code id="next-command">{e(command)}</code></p></section>')
+            '<p class="muted hint">Next round (run it where you saved decisions.csv): '
+            f'<code id="next-command">{e(command)}</code></p></section>')
 
 
 def _gallery(name: str, items: list[Item], view: RunView, thumb: Thumb) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from emlc_cli import run_folder
+from emlc_cli.data.spec import relocated
 from emlc_cli.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -61,9 +63,43 @@ class RunView:
     def sections(self) -> list[tuple[str, list[Item]]]:
         return [("changed", self.changed), ("to_verify", self.to_verify), ("uncertain", self.uncertain)]
 
+    def next_command(self, decisions: str = "decisions.csv") -> str:
+        """The run's own command (source.json), quoted, with `--clean decisions.csv` added and `--out RUN-next`."""
+        return next_round_command(self.source, self.run, decisions)
 
-def load_run(run: Path, top: int = REPORT_TOP) -> RunView:
-    """Read summary.json, corrected.csv, to_verify.csv, source.json and recipe.yaml of a run folder."""
+
+DROPPED_FLAGS = ("--overwrite", "--resume", "--dry-run")
+OUT_OPTIONS = ("--out", "-o")
+
+
+def next_round_command(source: dict[str, Any], run: Path, decisions: str = "decisions.csv") -> str:
+    """`emlc clean DATA --clean CSV ... --clean decisions.csv --out RUN-next`, from the recorded command when there is
+    one (its recipe and overrides kept), else from the data location."""
+    try:
+        words = shlex.split(str(source.get("command") or ""))
+    except ValueError:
+        words = []
+    if words[:2] != ["emlc", "clean"]:
+        data = source.get("location") or source.get("root") or "DATA"
+        words = ["emlc", "clean", str(data), "--clean", "clean.csv"]
+    elif source.get("location"):  # the data where it is now (--data), not where the run read it
+        words[2] = str(source["location"])
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip or word in DROPPED_FLAGS or word in OUT_OPTIONS:
+            skip = word in OUT_OPTIONS
+            continue
+        kept.append(word)
+    cleans = [i for i, word in enumerate(kept) if word in ("--clean", "-c")]
+    at = cleans[-1] + 2 if cleans else len(kept)
+    kept[at:at] = ["--clean", decisions]
+    return shlex.join([*kept, "--out", f"{Path(run).resolve()}-next"])
+
+
+def load_run(run: Path, top: int = REPORT_TOP, data: Optional[str] = None) -> RunView:
+    """Read summary.json, corrected.csv, to_verify.csv, source.json and recipe.yaml of a run folder; `data`: where
+    the run's data is now, if it moved."""
     run = Path(run)
     if not run.is_dir():
         raise DataError("run folder not found", path=run)
@@ -71,7 +107,7 @@ def load_run(run: Path, top: int = REPORT_TOP) -> RunView:
         raise DataError(f"--top must be at least 1, got {top}", path=run)
     summary = _checked(run_folder.read_json(run / run_folder.SUMMARY), SUMMARY_TYPES, run / run_folder.SUMMARY)
     rows = run_folder.read_corrected(run)
-    source = _read_source(run)
+    source = relocated(_read_source(run), data)
     classes = list(summary.get("classes") or source.get("classes") or sorted({r["label"] for r in rows}))
     corrected = run / run_folder.CORRECTED
     noisy = [_item(r, corrected, n) for n, r in enumerate(rows, start=2) if r.get("split", "noisy") == "noisy"]

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from emlc_cli import run_folder
-from emlc_cli.data.kinds import open_run_images
+from emlc_cli.data.kinds import MOVED, open_run_images
 
 log = logging.getLogger(__name__)
 THUMB_PX = 112     # longest side of an inlined thumbnail
@@ -27,13 +27,13 @@ def image_opener(run: Path, source: dict[str, Any]) -> Optional[Opener]:
     if run_folder.is_folder_kind(run_folder.source_kind(source)) and source.get("root"):
         root = Path(source["root"])
         if not root.is_dir():
-            log.warning("data folder %s not found; thumbnails will be placeholders", root)
+            log.warning("data folder %s not found; thumbnails will be grey squares (%s)", root, MOVED)
             return None
         return lambda path: _open_inside(root, path)
     try:
-        return open_run_images(Path(run))
+        return open_run_images(Path(run), source)
     except Exception as err:  # noqa: BLE001 - a source that cannot be opened still gets a report, with placeholders
-        log.warning("cannot open the images of %s (%s); thumbnails will be placeholders", run, err)
+        log.warning("cannot open the images of %s (%s); thumbnails will be grey squares (%s)", run, err, MOVED)
         return None
 
 

@@ -15,7 +15,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from emlc_cli import run_folder
 from emlc_cli.errors import DataError, OutputError
-from emlc_cli.outputs import check_file_target
+from emlc_cli.outputs import check_file_target, check_not_inputs
 from emlc_cli.review.report import render_report
 from emlc_cli.review.run_view import REPORT_TOP, load_run
 from emlc_cli.review.sheet import render_sheet
@@ -43,24 +43,27 @@ class SheetResult:
     missing_images: int
 
 
-def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP) -> ReportResult:
-    """Write the self-contained HTML report of `run` to `out` (default RUN/review.html)."""
-    view = load_run(run, top)
+def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP, data: Optional[str] = None) -> ReportResult:
+    """Write the self-contained HTML report of `run` to `out` (default RUN/review.html); `data`: where the run's
+    data is now, if it moved."""
+    view = load_run(run, top, data)
     target = Path(out) if out is not None else Path(run) / run_folder.REVIEW
     check_file_target(target, Path(run), "--out", _our_report)
+    _not_in_data(target, data, "--out")
     thumbs = Thumbnails(image_opener(view.run, view.source))
     html = render_report(view, thumbs)
     _write_atomic(target, html.encode("utf-8"))
-    if thumbs.missing:
-        log.warning("%d images could not be read and show as grey placeholders", len(thumbs.missing))
+    if thumbs.missing:  # the command says so once (a log warning here printed it a second time)
+        log.info("%d images could not be read", len(thumbs.missing))
     shown = {name: len(items) for name, items in view.sections()}
     return ReportResult(target, sum(shown.values()), len(thumbs.missing), len(html.encode("utf-8")), shown)
 
 
-def write_sheet(run: Path, png: Path, top: int = SHEET_TOP) -> SheetResult:
+def write_sheet(run: Path, png: Path, top: int = SHEET_TOP, data: Optional[str] = None) -> SheetResult:
     """Write a PNG contact sheet of the `top` most confident changes of `run`."""
-    view = load_run(run, top)
+    view = load_run(run, top, data)
     check_file_target(Path(png), Path(run), "--png", _our_sheet)
+    _not_in_data(Path(png), data, "--png")
     if not view.changed:
         raise DataError("no label was changed in this run; there is nothing to put on a contact sheet",
                         path=Path(run) / run_folder.CORRECTED)
@@ -72,6 +75,12 @@ def write_sheet(run: Path, png: Path, top: int = SHEET_TOP) -> SheetResult:
     sheet.save(buffer, format="PNG", optimize=True, pnginfo=info)
     _write_atomic(Path(png), buffer.getvalue())
     return SheetResult(Path(png), len(view.changed), sheet.size, len(thumbs.missing))
+
+
+def _not_in_data(target: Path, data: Optional[str], option: str) -> None:
+    """With --data, the data's new location is protected as its recorded one is."""
+    if data and not data.startswith("hf://"):
+        check_not_inputs(target, [(Path(data), "the data")], f"{option} {target}")
 
 
 def _our_report(path: Path) -> bool:

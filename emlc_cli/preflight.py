@@ -1,0 +1,46 @@
+"""Everything `emlc clean` checks before torch is imported: the recipe, the --device string, --out, DATA and the
+verified manifests against it. A bad input so answers in well under a second, and a --dry-run has checked what
+the real run checks. Torch-free (tests/test_layout.py)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from emlc_cli.data.spec import SourceSpec
+from emlc_cli.outputs import check_out_dir
+from emlc_cli.recipe import Recipe, load_recipe
+from emlc_cli.runtime import is_main_process, parse_device
+from emlc_cli.verified import Prepared, prepare
+
+
+@dataclass
+class Checked:
+    """The inputs of a run, validated: what `pipeline.clean(..., prepared=)` takes without reading them again."""
+
+    spec: SourceSpec
+    recipe: Recipe
+    out: Path
+    prepared: Prepared
+    replaces: bool = False  # --out exists and --overwrite will replace it
+
+
+def default_recipe(spec: SourceSpec) -> str:
+    return "features" if spec.uses_features else "default"
+
+
+def check_clean(spec: SourceSpec, clean_csv: list[Path], recipe: Optional[str], overrides: list[str], out: Optional[Path],
+                device: str, seed: int = 0, overwrite: bool = False, resume: bool = False) -> Checked:
+    """Validate a run's inputs in the order a person fixes them (recipe, device, output, data); nothing is written."""
+    resolved = load_recipe(recipe or default_recipe(spec), overrides)
+    parse_device(device)
+    out_dir = Path(out) if out is not None else Path("runs") / spec.run_name()
+    replaces = out_dir.exists() and overwrite and not resume
+    if is_main_process():  # before any data is read; other ranks leave --out to rank 0
+        reads = [(Path(p), "the input") for p in (*clean_csv, spec.labels_csv, recipe) if p is not None and Path(p).exists()]
+        check_out_dir(out_dir, spec, overwrite, resume, protect=reads)
+    started = time.perf_counter()
+    prepared = prepare(spec, clean_csv, resolved, seed)
+    prepared.seconds = time.perf_counter() - started
+    return Checked(spec, resolved, out_dir, prepared, replaces)
