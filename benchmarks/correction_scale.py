@@ -24,7 +24,7 @@ def make(folder: Path, rows: int, classes: int, noise: float = 0.2, block: int =
     probs = np.lib.format.open_memmap(folder / "probs.npy", mode="w+", dtype=np.float32, shape=(rows, classes))
     for start in range(0, rows, block):
         logits = rng.normal(0, 1, (min(block, rows - start), classes)).astype(np.float32)
-        logits[np.arange(len(logits)), true[start:start + len(logits)]] += 3
+        logits[np.arange(len(logits)), true[start:start + len(logits)]] += 5
         logits = np.exp(logits - logits.max(1, keepdims=True))
         probs[start:start + len(logits)] = logits / logits.sum(1, keepdims=True)
     probs.flush()

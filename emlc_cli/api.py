@@ -149,20 +149,30 @@ def source_spec(data: DataLike, scratch: Path, labels: Any = None, allow_unlabel
         return SourceSpec(str(data), labels_csv=str(labels) if labels is not None else None, **columns)
     if isinstance(data, np.ndarray):
         return _array_source(data, labels, scratch, allow_unlabelled, **columns)
+    label_column = columns.get("label_column", "label")
     if _is_dataframe(data):
+        if allow_unlabelled and label_column not in data.columns:
+            data = data.assign(**{label_column: _placeholder_labels(len(data))})
         return _dataframe_source(data, scratch, **columns)
     if _is_datasets(data):
+        if allow_unlabelled and type(data).__name__ == "Dataset" and label_column not in data.column_names:
+            data = data.add_column(label_column, _placeholder_labels(len(data)))
         data.save_to_disk(str(scratch / "data"))
         return SourceSpec(str(scratch / "data"), **columns)
     raise DataError(f"data of type {type(data).__name__} is not supported (a path, a datasets.Dataset, a pandas "
                     "DataFrame or a numpy array)")
 
 
+def _placeholder_labels(n: int) -> list[str]:
+    """Labels for rows to predict, which have none: never read, but a dataset reader wants two classes."""
+    return [f"?{i % 2}" for i in range(n)]
+
+
 def _array_source(array: np.ndarray, labels: Any, scratch: Path, allow_unlabelled: bool, **columns: Any) -> SourceSpec:
     if labels is None:
         if not allow_unlabelled:
             raise DataError("an array needs labels= (one class name or int per row)")
-        labels = ["?"] * len(array)
+        labels = _placeholder_labels(len(array))
     if len(labels) != len(array):
         raise DataError(f"labels= has {len(labels)} entries for {len(array)} rows")
     if array.ndim == 2:

@@ -144,6 +144,11 @@ def test_predict_new_images_from_the_api_and_the_cli(noisy_folder):
     predicted = emlc_cli.predict(out, new, device="cpu")
     assert predicted.probs.shape == (12, 3) and np.allclose(predicted.probs.sum(1), 1, atol=1e-5)
     assert np.mean([key.split("_")[1][:-4] == label for key, label in zip(predicted.keys, predicted.labels)]) > 0.8
+    import datasets
+
+    unlabelled = datasets.Dataset.from_dict({"image": [str(new / key) for key in predicted.keys]})
+    from_memory = emlc_cli.predict(out, unlabelled.cast_column("image", datasets.Image()), device="cpu")
+    assert from_memory.keys == [str(i) for i in range(12)] and from_memory.labels == predicted.labels
     target = noisy_folder["tmp"] / "preds.csv"
     result = runner.invoke(app, ["predict", str(out), str(new), "--out", str(target), "--device", "cpu"])
     assert result.exit_code == 0, result.output
