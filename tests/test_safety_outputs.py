@@ -401,3 +401,24 @@ def test_a_foreign_staging_folder_or_lock_file_is_never_removed(tmp_path):
     with pytest.raises(OutputError, match="is not an emlc lock"):
         outputs.RunDir(tmp_path / "s")
     assert lock.read_text() == "not a lock, a user's notes"
+
+
+def test_every_http_logger_of_the_hub_stack_stays_at_warning_under_debug():
+    """At DEBUG the HTTP clients log request headers, the token among them: they stay at WARNING."""
+    import logging
+
+    import huggingface_hub.utils
+
+    from emlc_cli.cli.app import configure_logging
+
+    huggingface_hub.utils.get_session()  # imports the HTTP client and creates its loggers
+    root_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.DEBUG)  # as an application (or a notebook's basicConfig) may set it
+    configure_logging(True)
+    try:
+        http = [name for name in logging.root.manager.loggerDict if name.split(".")[0].startswith(("http", "urllib", "h1", "h2"))]
+        assert http
+        assert all(logging.getLogger(name).getEffectiveLevel() >= logging.WARNING for name in http), http
+    finally:
+        configure_logging(False)
+        logging.getLogger().setLevel(root_level)

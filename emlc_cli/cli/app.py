@@ -26,8 +26,8 @@ from emlc_cli import __version__
 from emlc_cli.errors import DeviceError, EmlcError, has_secret, install_log_filter, redact
 
 # Loggers that, at DEBUG, write HTTP headers (the Hub token) verbatim: kept at WARNING even under EMLC_DEBUG.
-THIRD_PARTY = ("urllib3", "httpx", "httpcore", "huggingface_hub", "filelock", "fsspec", "datasets", "requests",
-               "hpack", "h11", "h2", "asyncio", "PIL", "matplotlib")
+THIRD_PARTY = ("urllib3", "httpx", "httpcore", "httpx2", "httpcore2", "huggingface_hub", "filelock", "fsspec",
+               "datasets", "requests", "hpack", "h11", "h2", "asyncio", "trio", "PIL", "matplotlib")
 
 
 class OneLineErrors(TyperGroup):
