@@ -24,6 +24,7 @@ class Checked:
     out: Path
     prepared: Prepared
     replaces: bool = False  # --out exists and --overwrite will replace it
+    resume: bool = False    # --resume, or a torchrun elastic restart of an interrupted run
 
 
 def default_recipe(spec: SourceSpec) -> str:
@@ -36,6 +37,7 @@ def check_clean(spec: SourceSpec, clean_csv: list[Path], recipe: Optional[str], 
     resolved = load_recipe(recipe or default_recipe(spec), overrides)
     parse_device(device)
     out_dir = Path(out) if out is not None else Path("runs") / spec.run_name()
+    resume = resume or elastic_restart(out_dir)
     replaces = out_dir.exists() and overwrite and not resume
     if is_main_process():  # before any data is read; other ranks leave --out to rank 0
         reads = [(Path(p), "the input") for p in (*clean_csv, spec.labels_csv, recipe) if p is not None and Path(p).exists()]
@@ -43,4 +45,15 @@ def check_clean(spec: SourceSpec, clean_csv: list[Path], recipe: Optional[str], 
     started = time.perf_counter()
     prepared = prepare(spec, clean_csv, resolved, seed)
     prepared.seconds = time.perf_counter() - started
-    return Checked(spec, resolved, out_dir, prepared, replaces)
+    return Checked(spec, resolved, out_dir, prepared, replaces, resume)
+
+
+def elastic_restart(out: Path) -> bool:
+    """torchrun restarted the workers after a failure (`--max-restarts`): continue from the saved state as
+    `--resume` would, instead of refusing the staging folder the failed attempt left."""
+    import os
+
+    from emlc_cli.run_folder import STATE_FILE, staging_path
+
+    restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return restarts.isdigit() and int(restarts) > 0 and (staging_path(out) / STATE_FILE).is_file()

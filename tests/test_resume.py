@@ -75,6 +75,17 @@ def test_interrupted_then_resumed_equals_uninterrupted(noisy_folder, reference, 
     assert not staging_path(out).exists()
 
 
+@pytest.mark.slow
+def test_a_torchrun_elastic_restart_resumes_by_itself(noisy_folder, reference):
+    """torchrun --max-restarts starts the same command again with TORCHELASTIC_RESTART_COUNT > 0: it continues."""
+    out = noisy_folder["tmp"] / "elastic"
+    assert interrupt(clean_cmd(noisy_folder, out), out, signal.SIGKILL) == -signal.SIGKILL
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHELASTIC_RESTART_COUNT": "1"}
+    restarted = subprocess.run(clean_cmd(noisy_folder, out), capture_output=True, text=True, timeout=600, env=env)
+    assert restarted.returncode == 0, restarted.stderr
+    assert outputs(out) == reference
+
+
 def test_resume_without_state_is_an_error(noisy_folder):
     done = run_to_end(clean_cmd(noisy_folder, noisy_folder["tmp"] / "never", "--resume"))
     assert done.returncode == 2 and "no interrupted run" in done.stderr

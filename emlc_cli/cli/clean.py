@@ -83,7 +83,7 @@ def clean_command(
     quiet = quiet or not distributed.is_main_process()  # --json: progress on stderr, the summary on stdout
     with console.TrainingProgress(quiet, checked.recipe.train.finetune_epochs) as progress:
         result = pipeline.clean(spec, clean, checked.out, checked.recipe, device, seed, overwrite, on_event=progress,
-                                resume=resume, strict=strict, prepared=checked.prepared)
+                                resume=checked.resume, strict=strict, prepared=checked.prepared)
     if not distributed.is_main_process():
         return
     if as_json:
