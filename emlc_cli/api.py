@@ -64,7 +64,7 @@ def load_run(path: Union[str, Path]) -> Run:
     config = run_folder.read_json(path / run_folder.config_file(run_folder.STUDENT))
     summary = run_folder.read_json(path / run_folder.SUMMARY)
     probs = run_folder.read_probs(path) if (path / run_folder.PROBS).is_file() else None
-    to_verify = run_folder.read_to_verify(path) if (path / run_folder.TO_VERIFY).is_file() else []
+    to_verify = run_folder.read_to_verify(path)
     return Run(classes=list(config["classes"]), rows=[r["path"] for r in rows], given=[r["label"] for r in rows],
                labels=[r["corrected_label"] for r in rows], confidence=np.array([float(r["confidence"]) for r in rows]),
                changed=np.array([r["changed"] == "1" for r in rows]), split=[r["split"] for r in rows], probs=probs,

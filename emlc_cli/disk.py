@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -42,3 +44,30 @@ def writing(target: Path, hint: str = "") -> Iterator[None]:
         if isinstance(err, OSError):
             raise OutputError(f"{target}: cannot write ({err.strerror or err}){hint}") from None
         raise
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """`data` into `target` via a temporary file beside it and one rename: the old file, or nothing, until the
+    new one is complete. Only that temporary file is ever removed."""
+    target = Path(target)
+    if target.is_dir():
+        raise OutputError(f"{target} is a folder; pass a file name")
+    tmp: str | None = None
+    try:
+        with writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+            tmp = None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -51,10 +51,17 @@ def _mismatch_is_one_line(config: Path) -> Iterator[None]:
 
 
 @torch.no_grad()
-def predict_images(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
+    """The model's softmax over `images` (N x C float32; N x 0 for no images), in eval-mode batches."""
     batches = BatchMaker(device, "none", channels_last=False)
-    preds = [model(batches(images[idx], train=False)).argmax(1).cpu() for idx in ordered_batches(len(images), batch_size)]
-    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    parts = [torch.softmax(model(batches(images[idx], train=False)).float(), 1).cpu()
+             for idx in ordered_batches(len(images), batch_size)]
+    return torch.cat(parts).numpy().astype(np.float32) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_images(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
+    probs = predict_probs(model, images, device, batch_size)
+    return probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
 
 
 def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, Any]:

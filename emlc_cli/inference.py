@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,10 @@ from emlc_cli.data.decode import decode_images
 from emlc_cli.data.imagefolder import load_unlabelled_folder
 from emlc_cli.data.kinds import detect_kind, load_source
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.data.loaders import BatchMaker, ordered_batches
 from emlc_cli.data.spec import SourceSpec
-from emlc_cli.errors import DataError, OutputError
-from emlc_cli.evaluation import load_student
+from emlc_cli.disk import write_atomic
+from emlc_cli.errors import DataError
+from emlc_cli.evaluation import load_student, predict_probs
 from emlc_cli.runtime import resolve_device
 
 
@@ -33,7 +32,7 @@ def predict_run(run: Path, spec: SourceSpec, device: str = "auto") -> tuple[list
         raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length "
                         f"{config.get('in_features')}", path=spec.location)
     keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
-    probs = _softmax(model, images[torch.as_tensor(keep, dtype=torch.long)], torch_device)
+    probs = predict_probs(model, images[torch.as_tensor(keep, dtype=torch.long)], torch_device)
     return list(config["classes"]), [dataset.paths[i] for i in keep], probs
 
 
@@ -45,41 +44,36 @@ def _readable(spec: SourceSpec) -> LabeledImages:
     return load_source(spec)
 
 
-@torch.no_grad()
-def _softmax(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
-    batches = BatchMaker(device, "none", channels_last=False)
-    parts = [torch.softmax(model(batches(images[idx], train=False)).float(), 1).cpu() for idx in ordered_batches(len(images), batch_size)]
-    return torch.cat(parts).numpy().astype(np.float32) if parts else np.zeros((0, 0), dtype=np.float32)
-
-
-def write_predictions(target: Path, classes: list[str], keys: list[str], probs: np.ndarray) -> Path:
-    """CSV (or parquet by suffix): key, predicted_label, confidence, then p_<class> per class; atomic."""
+def predictions_table(classes: list[str], keys: list[str], probs: np.ndarray) -> dict[str, Any]:
+    """The columns of a predictions file: key, predicted_label, confidence, then p_<class> per class."""
     best = probs.argmax(1) if len(keys) else np.zeros(0, dtype=np.int64)
     columns: dict[str, Any] = {"key": keys, "predicted_label": [classes[i] for i in best],
                                "confidence": probs[np.arange(len(best)), best] if len(keys) else []}
     columns.update({f"p_{name}": probs[:, j] if len(keys) else [] for j, name in enumerate(classes)})
-    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(handle)
-    try:
-        if target.suffix.lower() == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.table(columns), partial)
-        else:
-            _write_csv(Path(partial), columns)
-        os.replace(partial, target)
-    except OSError as err:
-        raise OutputError(f"cannot write {target} ({err.strerror or err})") from None
-    finally:
-        Path(partial).unlink(missing_ok=True)
-    return target
+    return columns
 
 
-def _write_csv(path: Path, columns: dict[str, Any]) -> None:
+def predictions_csv(columns: dict[str, Any]) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
     names = list(columns)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(names)
-        for row in zip(*(columns[n] for n in names)):
-            writer.writerow([f"{v:.6f}" if isinstance(v, (float, np.floating)) else v for v in row])
+    writer.writerow(names)
+    for row in zip(*(columns[n] for n in names)):
+        writer.writerow([f"{v:.6f}" if isinstance(v, (float, np.floating)) else v for v in row])
+    return buffer.getvalue()
+
+
+def write_predictions(target: Path, classes: list[str], keys: list[str], probs: np.ndarray) -> Path:
+    """CSV, or parquet by suffix (see predictions_table), written atomically."""
+    columns = predictions_table(classes, keys, probs)
+    if target.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table(columns), sink)
+        data = sink.getvalue().to_pybytes()
+    else:
+        data = predictions_csv(columns).encode("utf-8")
+    write_atomic(target, data)
+    return target

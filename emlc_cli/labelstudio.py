@@ -39,7 +39,7 @@ def tasks(run: Path, url_prefix: Optional[str] = None) -> list[dict[str, Any]]:
         raise DataError("a Label Studio export needs a run on an image folder (tasks point at image files)", path=run)
     root = Path(record.get("location") or record["root"])
     rows = run_folder.read_corrected(run, required=run_folder.CORRECTED_COLUMNS)
-    first = [r["path"] for r in run_folder.read_to_verify(run)] if (Path(run) / run_folder.TO_VERIFY).is_file() else []
+    first = [r["path"] for r in run_folder.read_to_verify(run)]
     rank = {path: i for i, path in enumerate(first)}
     ordered = sorted(rows, key=lambda r: (rank.get(r["path"], len(rank)), float(r["confidence"])))
     return [_task(row, _url(root, row["path"], url_prefix), row["path"] in rank) for row in ordered]

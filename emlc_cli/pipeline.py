@@ -286,12 +286,13 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
     holdout_log = np.log(trainer.source_probs(holdout) + 1e-12)
     temperature = corrections.fit_temperature(holdout_log, trainer.holdout.labels.numpy())
     probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
+    holdout_probs = corrections.softmax(holdout_log / temperature)
     if recipe.correct.rule == "posterior":
-        fixed, report = _guarded(prepared, probs, given, corrections.softmax(holdout_log / temperature))
+        fixed, report = _guarded(prepared, probs, given, holdout_probs)
     else:
         fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct), {}
     labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
-    known = {**dict(zip(noisy_idx, probs)), **_calibrated(trainer, trainer.holdout, temperature, holdout),
+    known = {**dict(zip(noisy_idx, probs)), **dict(zip(trainer.holdout.rows.tolist(), holdout_probs)),
              **_calibrated(trainer, trainer.clean, temperature)}
     every = _every_row_probs(n, probs.shape[1], known)
     suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])
@@ -301,11 +302,11 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor,
     return _Result(labels, confidence, temperature, rows, report, every)
 
 
-def _calibrated(trainer: MetaTrainer, data: TensorSet, temperature: float, preds: dict | None = None) -> dict[int, np.ndarray]:
-    """Row index -> calibrated class probabilities for the rows of `data` (scored here unless `preds` are given)."""
+def _calibrated(trainer: MetaTrainer, data: TensorSet, temperature: float) -> dict[int, np.ndarray]:
+    """Row index -> calibrated class probabilities for the rows of `data`."""
     if len(data) == 0:
         return {}
-    preds = trainer.predict(data) if preds is None else preds
+    preds = trainer.predict(data)
     probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
     return dict(zip(data.rows.tolist(), probs))
 

@@ -44,9 +44,7 @@ def predict_command(
                          revision=revision, image_column=image_column, id_column=id_column, feature_column=feature_column)
     classes, keys, probs = inference.predict_run(run, spec, device)
     if target is None:
-        with _stdout_file() as path:
-            inference.write_predictions(path, classes, keys, probs)
-            sys.stdout.write(path.read_text(encoding="utf-8"))
+        sys.stdout.write(inference.predictions_csv(inference.predictions_table(classes, keys, probs)))
         return
     inference.write_predictions(target, classes, keys, probs)
     if not quiet:
@@ -79,15 +77,3 @@ def _ours(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(64).decode("utf-8", "replace").startswith(",".join(HEADER))
 
-
-class _stdout_file:
-    """A scratch CSV that is printed and removed (one writer for the file and the stdout forms)."""
-
-    def __enter__(self) -> Path:
-        import tempfile
-
-        self.folder = tempfile.TemporaryDirectory(prefix="emlc-predict-")
-        return Path(self.folder.name) / "predictions.csv"
-
-    def __exit__(self, *exc: object) -> None:
-        self.folder.cleanup()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -14,7 +12,8 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from emlc_cli import run_folder
-from emlc_cli.errors import DataError, OutputError
+from emlc_cli.disk import write_atomic
+from emlc_cli.errors import DataError
 from emlc_cli.outputs import check_file_target, check_not_inputs
 from emlc_cli.review.report import render_report
 from emlc_cli.review.run_view import REPORT_TOP, load_run
@@ -52,7 +51,7 @@ def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP, d
     _not_in_data(target, data, "--out")
     thumbs = Thumbnails(image_opener(view.run, view.source))
     html = render_report(view, thumbs)
-    _write_atomic(target, html.encode("utf-8"))
+    write_atomic(target, html.encode("utf-8"))
     if thumbs.missing:  # the command says so once (a log warning here printed it a second time)
         log.info("%d images could not be read", len(thumbs.missing))
     shown = {name: len(items) for name, items in view.sections()}
@@ -73,7 +72,7 @@ def write_sheet(run: Path, png: Path, top: int = SHEET_TOP, data: Optional[str] 
     info = PngInfo()
     info.add_text("Software", SHEET_SOFTWARE)
     sheet.save(buffer, format="PNG", optimize=True, pnginfo=info)
-    _write_atomic(Path(png), buffer.getvalue())
+    write_atomic(Path(png), buffer.getvalue())
     return SheetResult(Path(png), len(view.changed), sheet.size, len(thumbs.missing))
 
 
@@ -99,26 +98,3 @@ def _our_sheet(path: Path) -> bool:
             return img.format == "PNG" and img.info.get("Software") == SHEET_SOFTWARE
     except (OSError, ValueError, UnidentifiedImageError, SyntaxError):
         return False
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    if target.is_dir():
-        raise OutputError(f"{target} is a folder; pass a file name")
-    tmp: Optional[str] = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except OSError as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OutputError(f"{target}: cannot write ({err.strerror or err})") from None
