@@ -74,7 +74,7 @@ def load_run(path: Union[str, Path]) -> Run:
 def clean(data: DataLike, verified: VerifiedLike, *, recipe: Any = "quick", overrides: Sequence[str] = (),
           out: Union[str, Path, None] = None, device: str = "auto", seed: int = 0,
           progress: Optional[Callable[[Any], None]] = None, labels: Any = None, overwrite: bool = False,
-          **columns: Any) -> Run:
+          resume: bool = False, strict: bool = False, **columns: Any) -> Run:
     """Clean `data` with the verified set `verified`; return the corrected labels and what the run measured.
 
     `data`: a path or hf:// id (every source the CLI reads; `labels=` is `--labels`), a SourceSpec, a
@@ -83,21 +83,31 @@ def clean(data: DataLike, verified: VerifiedLike, *, recipe: Any = "quick", over
     (or several), a mapping {path or id: label}, or a DataFrame with those two columns. `recipe`: a shipped name, a
     YAML path or a Recipe; `overrides` as on the command line (`"train.epochs=3"`). `columns`: `image_column`,
     `label_column`, `id_column`, `feature_column`, `split`, `config`, `revision` as the CLI options. Without `out`
-    the run folder is temporary and `Run.path` is None."""
-    from emlc_cli import pipeline
-    from emlc_cli.recipe import Recipe, load_recipe
+    the run folder is temporary and `Run.path` is None. Inputs are validated as `emlc clean` validates them."""
+    from emlc_cli import preflight
 
     with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch:
         spec = source_spec(data, Path(scratch), labels, **columns)
         manifests = verified_manifests(verified, Path(scratch), spec)
-        resolved = recipe if isinstance(recipe, Recipe) else load_recipe(
-            str(recipe) if recipe else ("features" if spec.uses_features else "default"), list(overrides))
         target = Path(out) if out is not None else Path(scratch) / "run"
-        result = pipeline.clean(spec, manifests, target, resolved, device, seed, overwrite, on_event=progress)
-        run = load_run(result.out)
-    if out is None:
+        checked = preflight.check_clean(spec, manifests, recipe, list(overrides), target, device, seed, overwrite, resume)
+        run = run_checked(checked, device, progress, strict)
+    if run is not None and out is None:
         run.path = None
-    return run
+    return run  # type: ignore[return-value]  # None only on the non-main ranks of a torchrun launch
+
+
+def run_checked(checked: Any, device: str = "auto", progress: Optional[Callable[[Any], None]] = None,
+                strict: bool = False) -> Optional[Run]:
+    """Train on inputs `preflight.check_clean` validated, as `clean` and `emlc clean` both do (the CLI validates
+    before torch is imported). The Run on the main process; None on the other ranks of a torchrun launch, which
+    share the work while rank 0 alone writes the run folder."""
+    from emlc_cli import distributed, pipeline
+
+    result = pipeline.clean(checked.spec, checked.manifests, checked.out, checked.recipe, device, checked.seed,
+                            checked.overwrite, on_event=progress, resume=checked.resume, strict=strict,
+                            prepared=checked.prepared)
+    return load_run(result.out) if distributed.is_main_process() else None
 
 
 def evaluate(run: Union[str, Path], *, data: DataLike = None, truth: Union[str, Path, None] = None,

@@ -1,5 +1,6 @@
-"""`emlc export RUN --format imagefolder DEST`: a corrected copy of an image-folder dataset, each image under
-its corrected class (hard links where possible, else copies). The data folder is only read."""
+"""`emlc export RUN DEST --format ...`: a corrected copy of an image-folder dataset, each image under its
+corrected class (hard links where possible, else copies), or the run's labels for a labeling or curation tool
+(Label Studio tasks, a FiftyOne dataset, CVAT annotations). The data folder is only read."""
 from __future__ import annotations
 
 import os
@@ -44,9 +45,7 @@ def export_label_studio(run: Path, dest: Path, overwrite: bool = False, url_pref
 
     from emlc_cli import labelstudio
 
-    record = run_folder.read_source_record(run)
-    check_out_dir(Path(dest), Path(record.get("location") or record.get("root") or run), overwrite,
-                  protect=run_inputs(run), option="DEST")
+    _check_dest(run, dest, overwrite)
     written = labelstudio.tasks(run, url_prefix)
     classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
     with RunDir(Path(dest), kind="export", option="DEST") as staged:
@@ -55,6 +54,47 @@ def export_label_studio(run: Path, dest: Path, overwrite: bool = False, url_pref
         final = staged.commit()
     changed = sum(task["data"]["changed"] for task in written)
     return Published(str(final), len(written), changed, sum(task["data"]["split"] == "clean" for task in written))
+
+
+def export_fiftyone(run: Path, dest: Path, overwrite: bool = False) -> Published:
+    """DEST/samples.json + DEST/metadata.json in FiftyOne's dataset format (fiftyone_format); fiftyone itself is
+    not needed to write it: `fo.Dataset.from_dir(DEST, dataset_type=fo.types.FiftyOneDataset)` loads it."""
+    import json
+
+    from emlc_cli import fiftyone_format
+
+    _check_dest(run, dest, overwrite)
+    written = fiftyone_format.samples(run)
+    classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
+    with RunDir(Path(dest), kind="export", option="DEST") as staged:
+        staged.write_text(fiftyone_format.SAMPLES, json.dumps({"samples": written}) + "\n")
+        staged.write_text(fiftyone_format.METADATA, json.dumps(fiftyone_format.metadata(classes), indent=1) + "\n")
+        final = staged.commit()
+    return Published(str(final), len(written), sum(s["changed"] for s in written),
+                     sum(s["split"] == "clean" for s in written))
+
+
+def export_cvat(run: Path, dest: Path, overwrite: bool = False) -> Published:
+    """DEST/annotations.xml: emlc's labels as image tags in CVAT for images 1.1 (cvat)."""
+    import io
+
+    from emlc_cli import cvat
+
+    _check_dest(run, dest, overwrite)
+    tree, images, changed = cvat.annotations(run, cvat.task_name(run))
+    buffer = io.BytesIO()
+    tree.write(buffer, encoding="utf-8", xml_declaration=True)
+    with RunDir(Path(dest), kind="export", option="DEST") as staged:
+        staged.write_text(cvat.ANNOTATIONS, buffer.getvalue().decode("utf-8") + "\n")
+        final = staged.commit()
+    verified = sum(row["split"] == "clean" for row in run_folder.read_corrected(run))
+    return Published(str(final), images, changed, verified)
+
+
+def _check_dest(run: Path, dest: Path, overwrite: bool) -> None:
+    record = run_folder.read_source_record(run)
+    check_out_dir(Path(dest), Path(record.get("location") or record.get("root") or run), overwrite,
+                  protect=run_inputs(run), option="DEST")
 
 
 def _export_name(row: dict[str, str], nested: bool, taken: set[str]) -> str:

@@ -37,6 +37,11 @@ def make_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int
 @pytest.fixture
 def noisy_folder(tmp_path: Path) -> dict:
     """3 classes x 40 images; 30 % of the non-verified images filed under a wrong class; 6 verified per class."""
+    return build_noisy_folder(tmp_path)
+
+
+def build_noisy_folder(tmp_path: Path) -> dict:
+    """noisy_folder's dataset under `tmp_path` (for fixtures of a wider scope)."""
     rng = np.random.default_rng(0)
     root = tmp_path / "images"
     truth, clean = [], []

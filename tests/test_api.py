@@ -126,6 +126,28 @@ def test_unsupported_inputs_are_one_clear_error():
         emlc_cli.clean(object(), {0: "a"})
 
 
+def test_the_api_validates_inputs_as_the_cli_does_before_training(noisy_folder):
+    """clean() goes through the CLI's preflight: an `out` that is an input, or a folder emlc did not write, is
+    refused before anything is trained or written; a Recipe object with overrides is ambiguous."""
+    from emlc_cli.errors import EmlcError, RecipeError
+    from emlc_cli.recipe import load_recipe
+
+    clean_before = noisy_folder["clean"].read_bytes()
+    with pytest.raises(EmlcError, match="clean.csv"):
+        emlc_cli.clean(noisy_folder["root"], noisy_folder["clean"], out=noisy_folder["clean"], overrides=TINY,
+                       device="cpu", overwrite=True)
+    assert noisy_folder["clean"].read_bytes() == clean_before
+    foreign = noisy_folder["tmp"] / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(EmlcError, match="not a folder emlc wrote"):
+        emlc_cli.clean(noisy_folder["root"], noisy_folder["clean"], out=foreign, overrides=TINY, device="cpu",
+                       overwrite=True)
+    assert (foreign / "notes.txt").read_text() == "keep" and sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    with pytest.raises(RecipeError, match="overrides apply to a recipe name or file"):
+        emlc_cli.clean(noisy_folder["root"], noisy_folder["clean"], recipe=load_recipe("quick"), overrides=TINY)
+
+
 def test_import_emlc_cli_does_not_import_torch():
     code = "import sys, emlc_cli; assert 'torch' not in sys.modules; emlc_cli.load_run; print(emlc_cli.__version__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

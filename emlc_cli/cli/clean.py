@@ -1,4 +1,5 @@
-"""`emlc clean DATA --clean clean.csv`: parse, validate (before torch is imported), call pipeline.clean, print."""
+"""`emlc clean DATA --clean clean.csv`: parse, validate (before torch is imported), call api.run_checked (what
+emlc_cli.clean calls too), print."""
 from __future__ import annotations
 
 import sys
@@ -73,7 +74,7 @@ def clean_command(
     if dry_run:
         _dry_run(checked, device)
         return
-    from emlc_cli import distributed, pipeline  # torch: only once the inputs are known to be good
+    from emlc_cli import api, distributed  # torch: only once the inputs are known to be good
 
     if nproc > 1 and not distributed.launched():
         from emlc_cli.runtime import check_nproc
@@ -82,16 +83,15 @@ def clean_command(
         raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
     quiet = quiet or not distributed.is_main_process()  # --json: progress on stderr, the summary on stdout
     with console.TrainingProgress(quiet, checked.recipe.train.finetune_epochs) as progress:
-        result = pipeline.clean(spec, clean, checked.out, checked.recipe, device, seed, overwrite, on_event=progress,
-                                resume=checked.resume, strict=strict, prepared=checked.prepared)
-    if not distributed.is_main_process():
+        run = api.run_checked(checked, device, progress, strict)
+    if run is None:  # not the main process
         return
     if as_json:
-        console.json_line({"run": str(result.out), **result.summary})
+        console.json_line({"run": str(run.path), **run.summary})
     elif quiet:
-        console.text(str(result.out))
+        console.text(str(run.path))
     else:
-        console.clean_summary(result.summary, str(result.out))
+        console.clean_summary(run.summary, str(run.path))
 
 
 def _dry_run(checked: Any, device: str) -> None:
