@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,26 @@ def make_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int
     base = np.array(colour, dtype=np.float32)[None, None, :]
     pixels = base + rng.normal(0, 25, size=(size, size, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_image_store(tmp_path_factory):
+    """A store for fixtures of module scope, which are set up before any test's own (never ~/.cache/emlc)."""
+    before = os.environ.get("EMLC_CACHE_DIR")
+    os.environ["EMLC_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-store"))
+    yield
+    if before is None:
+        os.environ.pop("EMLC_CACHE_DIR", None)
+    else:
+        os.environ["EMLC_CACHE_DIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def image_store(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's own persistent image store (never the user's ~/.cache/emlc); subprocesses inherit it."""
+    where = tmp_path_factory.mktemp("store")
+    monkeypatch.setenv("EMLC_CACHE_DIR", str(where))
+    return where / "images"
 
 
 @pytest.fixture

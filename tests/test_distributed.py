@@ -56,13 +56,22 @@ def label_accuracy(run: Path, truth_csv: Path) -> tuple[float, list[str]]:
     return sum(truth[r["path"]] == r["corrected_label"] for r in rows) / len(rows), [r["path"] for r in rows]
 
 
-def test_two_processes_clean_like_one(noisy_folder):
+def test_two_processes_clean_like_one(noisy_folder, tmp_path_factory):
+    """Also: the two processes decode their shards into one shared image-store entry, equal to one process's."""
+    import numpy as np
+
     base = [sys.executable, "-m", "emlc_cli", "clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]),
             "--recipe", "quick", *TINY, "--device", "cpu", "-q"]
     one, two = noisy_folder["tmp"] / "one", noisy_folder["tmp"] / "two"
-    subprocess.run([*base, "--out", str(one)], env=worker_env(), check=True, timeout=300)
-    done = subprocess.run([*base, "--out", str(two), "--nproc", "2"], env=worker_env(), capture_output=True, text=True, timeout=300)
+    store_one, store_two = tmp_path_factory.mktemp("store-one"), tmp_path_factory.mktemp("store-two")
+    done = subprocess.run([*base, "--out", str(two), "--nproc", "2"], env=worker_env(EMLC_CACHE_DIR=str(store_two)),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    subprocess.run([*base, "--out", str(one)], env=worker_env(EMLC_CACHE_DIR=str(store_one)), check=True, timeout=300)
+    (entry_one,), (entry_two,) = (list((s / "images").glob("*/images.npy")) for s in (store_one, store_two))
+    assert entry_one.parent.name == entry_two.parent.name  # the same key
+    assert np.array_equal(np.load(entry_one), np.load(entry_two)) and np.load(entry_two).any(axis=(1, 2, 3)).all()
+    assert not [p for p in (store_two / "images").iterdir() if p.name.startswith(".")], "a staging folder was left"
     acc_one, _ = label_accuracy(one, noisy_folder["truth"])
     acc_two, paths = label_accuracy(two, noisy_folder["truth"])
     assert sorted(paths) == sorted({p.relative_to(noisy_folder["root"]).as_posix() for p in noisy_folder["root"].rglob("*.png")})

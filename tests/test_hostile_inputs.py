@@ -317,9 +317,10 @@ def test_stale_mmap_caches_of_dead_runs_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "stale")
 
 
-def test_mmap_cache_folder_carries_the_pid(noisy_folder):
+def test_mmap_cache_folder_carries_the_pid(noisy_folder, monkeypatch):
     import torch
 
+    monkeypatch.setenv("EMLC_CACHE_DIR", "none")  # the run-only mmap file, used when the persistent store is off
     data = load_image_folder(noisy_folder["root"])
     near = noisy_folder["tmp"] / "runs" / "x"
     with cache_mod.image_cache(data, 16, 1, "mmap", torch.device("cpu"), near) as (images, _):

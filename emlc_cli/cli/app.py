@@ -96,6 +96,8 @@ app = typer.Typer(name="emlc", help="Clean noisy labels with Enhanced Meta Label
 recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True,
                           epilog="[bold]Examples[/]\n\n  emlc recipes list\n  emlc recipes show quick\n"
                                  "  emlc recipes copy quick my.yaml      # then: emlc clean DATA --clean CSV --recipe my.yaml")
+cache_app = typer.Typer(help="List and remove the decoded images kept for later runs (EMLC_CACHE_DIR).",
+                        no_args_is_help=True, epilog="[bold]Examples[/]\n\n  emlc cache ls\n  emlc cache rm --all")
 
 
 def override_hint(err: Any) -> str | None:
@@ -189,7 +191,7 @@ def _help(module: Any) -> dict[str, Any]:
 
 
 def _register() -> None:
-    from emlc_cli.cli import clean, demo, evaluate, export, predict, push, recipes, review
+    from emlc_cli.cli import cache, clean, demo, evaluate, export, predict, push, recipes, review
 
     app.command("clean", **_help(clean))(guarded(clean.clean_command))
     app.command("evaluate", **_help(evaluate))(guarded(evaluate.evaluate_command))
@@ -202,6 +204,9 @@ def _register() -> None:
     recipes_app.command("show", **_help(recipes))(guarded(recipes.show_command))
     recipes_app.command("copy", **_help(recipes))(guarded(recipes.copy_command))
     app.add_typer(recipes_app, name="recipes")
+    cache_app.command("ls", **_help(cache))(guarded(cache.ls_command))
+    cache_app.command("rm", **_help(cache))(guarded(cache.rm_command))
+    app.add_typer(cache_app, name="cache")
 
 
 _register()

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
+import errno
 import logging
 import os
-import re
 import shutil
-import socket
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -26,16 +23,14 @@ import torch
 from torch import Tensor
 
 from emlc_cli import distributed
+from emlc_cli.data import store
 from emlc_cli.data.decode import decode_images
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.locks import process_alive
+from emlc_cli.errors import OutputError
 
 log = logging.getLogger(__name__)
-CACHE_PREFIX = ".emlc-cache-"
-HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]  # pids are only meaningful on one host
-# .emlc-cache-<pid>-<host tag>-<mkdtemp's 8 characters>: exactly what _cache_folder creates, nothing else
-CACHE_NAME = re.compile(r"\.emlc-cache-(\d+)-([0-9a-f]{8})-[a-z0-9_]{8}")
-CACHE_FILE = "images.npy"
+CACHE_FILE = store.IMAGES
+CACHE_NAME, HOST_TAG, remove_stale_caches = store.STAGING_NAME, store.HOST_TAG, store.remove_stale  # one naming rule
 
 
 def placement(mode: str, nbytes: int, device: torch.device) -> str:
@@ -59,7 +54,8 @@ def _ram_bytes() -> int:
 @contextlib.contextmanager
 def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: torch.device,
                 near: Path) -> Iterator[tuple[Tensor, list[tuple[int, str]]]]:
-    """Decode `ds` once; yields (cache, unreadable (index, reason) pairs). An mmap file is removed on exit."""
+    """Decode `ds` once; yields (cache, unreadable (index, reason) pairs). A source the persistent store holds
+    is memory-mapped from it instead of decoded (store.py); a run-only mmap file is removed on exit."""
     if ds.features is not None:
         features, _ = decode_images(ds, size)
         yield features.to(device), []
@@ -67,9 +63,13 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
     shape = (len(ds), 3, size, size)
     where = placement(mode, int(np.prod(shape)), device)
     remove_stale_caches(Path(_existing(near)))
-    folder = _cache_folder(near) if where == "mmap" else None
+    kept = _from_store(ds, size, workers, shape)
+    if kept is not None:
+        yield (kept[0].to(device) if where == "device" else kept[0]), kept[1]
+        return
+    folder = store.staging_folder(Path(_existing(near))) if where == "mmap" else None
     try:
-        cache = _allocate(shape, folder)
+        cache = _run_cache(shape, folder)
         bad = _decode_into(cache, ds, size, workers)
         log.info("decoded %d images into a %s cache (%.0f MB)", len(ds), where, cache.numel() / 2**20)
         yield (cache.to(device) if where == "device" else cache), bad
@@ -78,35 +78,75 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _cache_folder(near: Path) -> Path:
-    """A new mmap cache folder beside the run, named after this process so a later run can tell it is stale."""
-    return Path(tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-{HOST_TAG}-", dir=_existing(near)))
+def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...]) -> tuple[Tensor, list] | None:
+    """The source's pixels from the persistent store, decoding them into it first if it lacks them; None when
+    the store is off, the source cannot be fingerprinted, it would not fit, or the processes span nodes."""
+    if store.root() is None or not _one_node():
+        return None
+    key = distributed.broadcast_object(store.key_for(ds, size) if distributed.world().is_main else None)
+    if key is None:
+        return None
+    entry = distributed.broadcast_object(_main_lookup(key, shape))
+    if entry is None:
+        entry = _decode_to_store(ds, size, workers, shape, key)
+    if entry is None:
+        return None
+    log.info("memory-mapped %d decoded images from %s", len(ds), entry.path)
+    return torch.from_numpy(np.load(entry.images, mmap_mode="c")), entry.unreadable  # copy-on-write: no warning
 
 
-def remove_stale_caches(folder: Path) -> list[Path]:
-    """Delete the mmap caches a killed run left in `folder` (SIGKILL runs no cleanup): only folders named exactly
-    as _cache_folder names them, created on this host, holding nothing but the cache file, whose pid is dead."""
+def _main_lookup(key: str, shape: tuple[int, ...]) -> store.Entry | None:
+    if not distributed.world().is_main:
+        return None
+    base = store.root()
+    remove_stale_caches(base) if base is not None and base.is_dir() else None
+    return store.lookup(key, shape)
+
+
+def _one_node() -> bool:
+    """Every process on this machine (torchrun sets LOCAL_WORLD_SIZE): they can share one file."""
+    world = distributed.world()
+    return not world.distributed or int(os.environ.get("LOCAL_WORLD_SIZE", world.size)) == world.size
+
+
+def _decode_to_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...], key: str) -> store.Entry | None:
+    """Rank 0 stages a file of the full shape; every rank decodes its shard straight into it; rank 0 commits."""
+    staged = distributed.broadcast_object(_main_stage(shape))
+    if staged is None:
+        return None
+    mapped = np.load(staged / CACHE_FILE, mmap_mode="r+")
+    world = distributed.world()
+    mine = distributed.shard(len(ds), world.size, world.rank)
+    _, bad = decode_images(ds, size, workers, mine, out=torch.from_numpy(mapped[mine.start: mine.stop]))
+    mapped.flush()
+    del mapped
+    _release_freed_heap()
+    unreadable = sorted(item for part in distributed.gather_objects(bad) for item in part)
+    distributed.barrier()
+    info = {"source": ds.origin.get("location") or str(ds.root), "kind": ds.kind, "rows": len(ds), "size": size,
+            "shape": list(shape)}
+    entry = store.commit(staged, key, info, unreadable) if world.is_main else None
+    log.info("decoded %d images into the image cache %s", len(ds), getattr(entry, "path", ""))
+    return distributed.broadcast_object(entry)
+
+
+def _main_stage(shape: tuple[int, ...]) -> Path | None:
+    """A staging folder holding a preallocated images.npy of `shape`, after making room; None if it cannot be."""
+    if not distributed.world().is_main:
+        return None
+    base, nbytes, folder = store.root(), int(np.prod(shape)), None
     try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return []
-    stale = [e for e in entries if _is_stale(e)]
-    for entry in stale:
-        shutil.rmtree(entry, ignore_errors=True)
-    if stale:
-        log.warning("removed %d image cache(s) left by killed runs in %s", len(stale), folder)
-    return stale
-
-
-def _is_stale(entry: Path) -> bool:
-    match = CACHE_NAME.fullmatch(entry.name)
-    pid = int(match[1]) if match else 0
-    if match is None or match[2] != HOST_TAG or pid == os.getpid() or process_alive(pid):
-        return False
-    try:
-        return not entry.is_symlink() and entry.is_dir() and {p.name for p in entry.iterdir()} <= {CACHE_FILE}
-    except OSError:
-        return False
+        if base is None or not store.make_room(nbytes):
+            log.info("the decoded images (%.1f GB) exceed EMLC_CACHE_MAX_GB; decoding for this run only", nbytes / 2**30)
+            return None
+        folder = store.staging_folder(base)
+        _allocate(shape, folder)
+        return folder
+    except OSError as err:  # unwritable or full: the run goes on without the store
+        log.warning("cannot write the image cache in %s (%s); decoding for this run only", base, err)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
 
 
 def _existing(path: Path) -> str:
@@ -116,11 +156,34 @@ def _existing(path: Path) -> str:
     return str(path)
 
 
+def _run_cache(shape: tuple[int, ...], folder: Path | None) -> Tensor:
+    try:
+        return _allocate(shape, folder)
+    except OSError as err:
+        raise OutputError(f"cannot write the image cache in {folder} ({err.strerror or err}); it needs "
+                          f"{int(np.prod(shape)) / 2**20:,.1f} MB there, or set the recipe's data.cache=memory") from None
+
+
 def _allocate(shape: tuple[int, ...], folder: Path | None) -> Tensor:
     if folder is None:
         return torch.zeros(shape, dtype=torch.uint8)
     mapped = np.lib.format.open_memmap(folder / CACHE_FILE, mode="w+", dtype=np.uint8, shape=shape)
+    _reserve(folder / CACHE_FILE)
     return torch.from_numpy(mapped)
+
+
+def _reserve(path: Path) -> None:
+    """Claim the file's blocks now: a sparse mmap file on a disk that fills up kills the process with SIGBUS at
+    the first page written, where a full disk here is one OSError."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without fallocate: sparse as before
+                return
+            raise
 
 
 def _decode_into(cache: Tensor, ds: LabeledImages, size: int, workers: int) -> list[tuple[int, str]]:

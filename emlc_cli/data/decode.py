@@ -1,6 +1,7 @@
 """Decoding: every item of a source read once into uint8 pixels (or its feature vector), as the cache stores it."""
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -12,10 +13,20 @@ from PIL import Image, UnidentifiedImageError
 from emlc_cli.data.labeled import LabeledImages
 
 
+BATCH = 256  # rows read per slice of the source (one Arrow slice for a dataset)
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError,
+              MemoryError, IndexError, TypeError)  # PIL's many ways to fail on one bad file
+
+
 def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range | None = None,
                   out: torch.Tensor | None = None) -> tuple[torch.Tensor, list[tuple[int, str]]]:
     """Decode every item of `rows` (default: all) once: uint8 [n, 3, size, size] for images (into `out` when
-    given), float32 [n, D] for feature vectors. Unreadable images come back listed as (dataset index, reason)."""
+    given), float32 [n, D] for feature vectors. Unreadable images come back listed as (dataset index, reason).
+
+    Baseline 8-bit JPEGs of exactly size x size px are decoded in batches by torchvision's libjpeg-turbo call
+    (the same pixels as Pillow's, without Pillow's per-file header parsing in Python); everything else goes
+    through Pillow on `workers` threads, with JPEG's DCT scaling (`draft`) when the image is at least twice the
+    size asked for."""
     rows = range(len(data)) if rows is None else rows
     # Over Image.MAX_IMAGE_PIXELS PIL warns once per image (thousands of lines on a large folder); over twice that
     # it raises DecompressionBombError, recorded below as unreadable. Set per call: callers may reset the filters.
@@ -25,21 +36,67 @@ def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range 
     out = torch.zeros((len(rows), 3, size, size), dtype=torch.uint8) if out is None else out
     bad: list[tuple[int, str]] = []
 
-    def work(i: int) -> None:
+    def work(item: tuple[int, bytes | None]) -> None:
+        i, blob = item
         try:
-            out[i - rows.start] = torch.from_numpy(_read_rgb(data.open(i), size)).permute(2, 0, 1)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
-                EOFError, MemoryError, IndexError, TypeError) as err:  # PIL's many ways to fail on one bad file
+            opened = Image.open(io.BytesIO(blob)) if blob is not None else data.open(i)
+            out[i - rows.start] = torch.from_numpy(_read_rgb(opened, size)).permute(2, 0, 1)
+        except UNREADABLE as err:
             bad.append((i, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
 
-    threads = workers or min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(work, rows, chunksize=256))
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
+        for start in range(rows.start, rows.stop, BATCH):
+            batch = list(zip(range(start, min(start + BATCH, rows.stop)), data.blobs(range(start, min(start + BATCH, rows.stop)))))
+            rest = _decode_exact_jpegs(batch, size, out, rows.start)
+            list(pool.map(work, rest))
     return out, sorted(bad)
+
+
+def _decode_exact_jpegs(batch: list[tuple[int, bytes | None]], size: int, out: torch.Tensor,
+                        offset: int) -> list[tuple[int, bytes | None]]:
+    """Decode the baseline 8-bit grey or YCbCr JPEGs of exactly size x size px among `batch` into `out` (row i at
+    i - offset) in one torchvision call; return the items left for Pillow (other formats, sizes, corrupt files)."""
+    exact = [(i, b) for i, b in batch if b is not None and jpeg_frame(b) == (size, size, 8, True)]
+    if not exact:
+        return batch
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # torchvision 0.29 deprecates its image decoders for TorchCodec: Pillow decodes them all
+        return batch
+    encoded = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for _, b in exact]
+    try:
+        with warnings.catch_warnings():  # called from the decoding thread only
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB)
+    except RuntimeError:  # one corrupt file fails the call: Pillow decodes the batch and names the bad one
+        return batch
+    out[torch.tensor([i - offset for i, _ in exact])] = torch.stack(decoded)
+    done = {i for i, _ in exact}
+    return [item for item in batch if item[0] not in done]
+
+
+def jpeg_frame(blob: bytes) -> tuple[int, int, int, bool] | None:
+    """(width, height, bits per sample, baseline with 1 or 3 components) from a JPEG's start-of-frame segment,
+    or None if `blob` is no JPEG. Walks the segments after SOI (FF D8) up to the first frame marker."""
+    if blob[:3] != b"\xff\xd8\xff":
+        return None
+    pos = 2
+    while pos + 10 <= len(blob) and blob[pos] == 0xFF:
+        marker = blob[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0..SOF15, not DHT / JPG / DAC
+            width, height = int.from_bytes(blob[pos + 7: pos + 9], "big"), int.from_bytes(blob[pos + 5: pos + 7], "big")
+            return width, height, blob[pos + 4], marker == 0xC0 and blob[pos + 9] in (1, 3)
+        pos += 2 + int.from_bytes(blob[pos + 2: pos + 4], "big")
+    return None
 
 
 def _read_rgb(opened: Image.Image, size: int) -> np.ndarray:
     with opened as img:
+        if img.format == "JPEG" and min(img.size) >= 2 * size:
+            img.draft(None, (size, size))  # decode at 1/2, 1/4 or 1/8 scale, still >= size: the resize below finishes
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             scale = 1.0 / 256.0 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 1.0

@@ -102,17 +102,19 @@ def from_dataset(dataset: Any, spec: SourceSpec, kind: str) -> LabeledImages:
     """A `datasets.Dataset` -> LabeledImages: labels and ids read now, images decoded lazily."""
     column = _require_column(dataset, spec.label_column, "--label-column", spec.location)
     labels, classes, values, label_type = encode_labels(_column(dataset, column), column, dataset.features[column], spec.location)
-    features, open_image, image_column = None, None, None
+    features, open_image, image_column, read_blobs = None, None, None, None
     if spec.feature_column:
         features = feature_matrix(dataset, _require_column(dataset, spec.feature_column, "--feature-column", spec.location), spec.location)
     else:
         image_column = image_column_of(dataset, spec.image_column, spec.location)
         open_image = lazy_images(dataset, image_column)
+        read_blobs = image_blobs(dataset, image_column)
     ids = _ids(dataset, spec, kind, image_column)
     root = Path(spec.location) if kind != "hub" else Path(spec.repo_id)
     resolved = replace(spec, image_column=image_column, revision=_revision(spec, kind))
     origin = origin_record(resolved, kind, len(ids), label_type=label_type, label_values=values)
-    return LabeledImages(root, ids, labels, classes, open_image=open_image, features=features, kind=kind, origin=origin)
+    return LabeledImages(root, ids, labels, classes, open_image=open_image, features=features, kind=kind, origin=origin,
+                         fingerprint=getattr(dataset, "_fingerprint", None), read_blobs=read_blobs)
 
 
 def _require_column(dataset: Any, name: str, option: str, where: str) -> str:
@@ -192,6 +194,20 @@ def lazy_images(dataset: Any, column: str) -> Any:
         return Image.open(cell["path"])
 
     return open_image
+
+
+def image_blobs(dataset: Any, column: str) -> Any:
+    """read_blobs(rows): the stored bytes of a slice of rows, read as one Arrow slice (through the indices
+    mapping) instead of row by row; None for rows that hold a path instead, which `lazy_images` opens."""
+    from datasets import Image as ImageFeature
+
+    raw = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False)).with_format("arrow")
+
+    def read_blobs(rows: range) -> list[Optional[bytes]]:
+        cells = raw[rows.start: rows.stop][column].combine_chunks()
+        return [b or None for b in cells.field("bytes").to_pylist()] if len(cells) else []
+
+    return read_blobs
 
 
 def _revision(spec: SourceSpec, kind: str) -> Optional[str]:

@@ -1,6 +1,8 @@
 """LabeledImages: the one internal form every source reader returns."""
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -29,12 +31,22 @@ class LabeledImages:
     features: Optional[np.ndarray] = None
     kind: str = "imagefolder"
     origin: dict[str, Any] = field(default_factory=dict)
+    fingerprint: Optional[str] = None  # a `datasets` table's own fingerprint: what the image store keys it by
+    read_blobs: Optional[Callable[[range], list[Optional[bytes]]]] = None  # encoded files of rows, read in one slice
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def index_of(self) -> dict[str, int]:
         return {p: i for i, p in enumerate(self.paths)}
+
+    def blobs(self, rows: range) -> list[Optional[bytes]]:
+        """Each row's encoded image file as bytes, or None where only `open` reads it (it then gives the reason)."""
+        if self.read_blobs is not None:
+            return self.read_blobs(rows)
+        if self.open_image is not None:
+            return [None] * len(rows)
+        return [_file_bytes(self.root / self.paths[i]) for i in rows]
 
     def open(self, i: int) -> Image.Image:
         if self.open_image is not None:
@@ -43,3 +55,16 @@ class LabeledImages:
         if not path.is_file():  # a FIFO named img.jpg would block the decoder forever
             raise OSError("not a regular file")
         return Image.open(path)
+
+
+MAX_BLOB = 64 << 20  # a larger file goes through Image.open, which reads the header before any pixels
+
+
+def _file_bytes(path: Path) -> Optional[bytes]:
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BLOB:  # a FIFO would block forever
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None

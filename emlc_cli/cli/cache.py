@@ -1,0 +1,63 @@
+"""`emlc cache ls | rm KEY... | rm --all`: the persistent store of decoded images (emlc_cli/data/store.py)."""
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from emlc_cli.cli.options import FLAG
+from emlc_cli.errors import EmlcError
+
+EXAMPLES = """[bold]Examples[/]
+
+  emlc cache ls                  # what is kept, where, how large
+  emlc cache rm 3f2a9c           # one entry, by the start of its key
+  emlc cache rm --all            # everything emlc decoded
+  EMLC_CACHE_DIR=none emlc clean ...   # a run that keeps nothing"""
+
+
+def ls_command() -> None:
+    """List the decoded-image caches, most recently used first."""
+    from emlc_cli import console
+    from emlc_cli.data import store
+
+    base = store.root()
+    if base is None:
+        console.text("the image cache is off (EMLC_CACHE_DIR=none)")
+        return
+    found = store.entries()
+    console.text(f"{base}: {len(found)} cache(s), {sum(e.bytes for e in found) / 2**20:.1f} MB of "
+                 f"{store.max_bytes() / 2**30:.1f} GB (EMLC_CACHE_MAX_GB)")
+    for entry in found:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+        console.text(f"{entry.key[:12]}  {entry.bytes / 2**20:9.1f} MB  {entry.info.get('rows', '?'):>8} x "
+                     f"{entry.info.get('size', '?')} px  used {used}  {entry.info.get('source', '?')}")
+
+
+def rm_command(
+    keys: Annotated[Optional[list[str]], typer.Argument(metavar="KEY...", show_default=False,
+                                                        help="Entries to remove: a key or its first characters (emlc cache ls).")] = None,
+    remove_all: Annotated[bool, typer.Option("--all", metavar=FLAG, help="Remove every entry.")] = False,
+) -> None:
+    """Remove decoded-image caches (a run that needs one decodes its images again)."""
+    from emlc_cli import console
+    from emlc_cli.data import store
+
+    if keys and remove_all:
+        raise EmlcError("KEY... and --all: give one of them")
+    if not keys and not remove_all:
+        raise EmlcError("give the KEY of each cache to remove (`emlc cache ls` lists them), or --all")
+    found = store.entries()
+    chosen = found if remove_all else [_one(found, key) for key in keys or []]
+    for entry in chosen:
+        store.remove(entry)
+    console.text(f"removed {len(chosen)} cache(s), {sum(e.bytes for e in chosen) / 2**20:.1f} MB")
+
+
+def _one(found: list, prefix: str) -> object:
+    matches = [e for e in found if e.key.startswith(prefix.lower())] if prefix else []
+    if len(matches) != 1:
+        what = "no cache" if not matches else f"{len(matches)} caches"
+        raise EmlcError(f"KEY {prefix}: {what} with that key (`emlc cache ls` lists them)")
+    return matches[0]
