@@ -64,13 +64,27 @@ def dataset_card(run: Path, dataset: Any, split: str, shards: list[Path], record
     summary_file = run / run_folder.SUMMARY
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
     recipe = public_text(run_folder.read_recipe_text(run))
-    yaml = card_yaml(dataset, split, sum(p.stat().st_size for p in shards), record, card.license)
+    yaml = card_yaml(dataset, split, sum(p.stat().st_size for p in shards), record, card.license,
+                     dataset_size=uncompressed_bytes(shards))
     return f"---\n{yaml}---\n\n{card_body(dataset, summary, recipe, record, card.notes())}"
 
 
-def card_yaml(dataset: Any, split: str, download_size: int, record: dict[str, Any], license: Optional[str] = None) -> str:
+def uncompressed_bytes(shards: list[Path]) -> int:
+    """The data's size as the shards hold it, uncompressed (the images embedded): what `dataset_size` means.
+    Read from each Parquet footer; the in-memory table of an image folder holds only paths."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for shard in shards:
+        footer = pq.ParquetFile(shard).metadata
+        total += sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
+    return total
+
+
+def card_yaml(dataset: Any, split: str, download_size: int, record: dict[str, Any], license: Optional[str] = None,
+              dataset_size: Optional[int] = None) -> str:
     """The card's YAML, as datasets.push_to_hub writes it (dataset_info + configs), plus tags, size category,
-    source dataset and licence."""
+    source dataset and licence. `dataset_size`: the shards' uncompressed bytes (default: the table's own)."""
     from datasets import Image
     from datasets.info import DatasetInfo, DatasetInfosDict
     from datasets.splits import SplitDict, SplitInfo
@@ -82,7 +96,7 @@ def card_yaml(dataset: Any, split: str, download_size: int, record: dict[str, An
                            task_categories=["image-classification"] if images else None,
                            license=license.strip().lower() if license else None, size_categories=[size_category(len(dataset))],
                            source_datasets=[f"extended|{record['location'][len('hf://'):]}" if _is_hub(record) else "original"])
-    size = int(dataset.data.nbytes)
+    size = int(dataset.data.nbytes) if dataset_size is None else dataset_size
     info = DatasetInfo(features=dataset.features, splits=SplitDict(), download_size=download_size, dataset_size=size)
     info.splits.add(SplitInfo(name=split, num_bytes=size, num_examples=len(dataset)))
     DatasetInfosDict({"default": info}).to_dataset_card_data(data)

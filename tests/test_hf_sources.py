@@ -163,10 +163,10 @@ def test_hub_source_passes_config_split_and_revision(sources, monkeypatch):
         return sources["dataset"]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    monkeypatch.setattr(huggingface, "_revision", lambda spec, kind: "abc123")
+    monkeypatch.setattr(huggingface, "_revision", lambda spec, kind: "abc123" if kind == "hub" else spec.revision)
     monkeypatch.setattr(huggingface, "check_hub_reachable", lambda where: None)  # offline test: no endpoint to reach
     data = load_source(SourceSpec("hf://someone/colours", config="small", split="train", revision="v1"))
-    assert calls == [("someone/colours", {"name": "small", "split": "train", "revision": "v1"})]
+    assert calls == [("someone/colours", {"name": "small", "split": "train", "revision": "abc123"})]  # the commit, resolved first
     assert data.kind == "hub" and data.origin["location"] == "hf://someone/colours" and data.origin["revision"] == "abc123"
     assert SourceSpec("hf://someone/colours").run_name() == "colours"
 
@@ -223,6 +223,19 @@ def test_push_to_folder_round_trips_through_load_dataset(image_runs, sources, tm
     assert card.startswith("---\n") and "class_label" in card and "- emlc" in card
     assert f"| rows | {len(rows)} |" in card and f"| labels changed | {summary['changed']} |" in card
     assert "## Change matrix" in card and "backbone: small_cnn" in card and "emlc clean " in card
+
+
+def test_the_card_gives_the_size_of_the_data_with_its_images(image_runs, tmp_path):
+    """An image folder's table holds only paths; the card's dataset_size counts the images the shards embed."""
+    import yaml
+
+    out = tmp_path / "cleaned-folder"
+    run_cli("push", str(image_runs["folder"]), "--to", str(out))
+    meta = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])["dataset_info"]
+    loaded = datasets.load_dataset(str(out))["train"]
+    assert meta["download_size"] == sum(p.stat().st_size for p in (out / "data").iterdir())
+    assert abs(meta["dataset_size"] - loaded.data.nbytes) <= 0.1 * loaded.data.nbytes
+    assert meta["dataset_size"] == meta["splits"][0]["num_bytes"] >= 0.5 * meta["download_size"]
 
 
 def test_evaluate_accepts_dataset_sources(image_runs, sources):

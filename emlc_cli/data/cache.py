@@ -1,11 +1,14 @@
 """The decoded-image cache: every image decoded once into one uint8 tensor [N, 3, S, S] that all training,
 evaluation and prediction batches index.
 
-Where it lives (`data.cache`): `device` (GPU memory: batches never cross the bus), `memory` (host RAM) or
-`mmap` (a file beside the run folder, paged in by the OS, deleted when the run ends, or by the next run when
-a killed one could not: 224 px datasets larger than RAM). `auto` picks device on CUDA when the cache takes
-under 30 % of the GPU, else memory when it takes under 25 % of RAM, else mmap. Under torchrun each rank decodes its share and receives the others', one shard
-at a time, so no rank ever holds a second full copy.
+With the persistent store on (store.py, the default), the tensor is the store's file, memory-mapped: decoded
+by the first run on this data (under torchrun on one machine, every rank decodes its share straight into the
+one file) and mapped by later runs and rounds; `device` placement copies it to the GPU. With the store off,
+or a source it cannot key or hold, the cache lives for the run (`data.cache`): `device` (GPU memory),
+`memory` (host RAM) or `mmap` (a file beside the run folder, deleted when the run ends, or by the next run when
+a killed one could not). `auto` picks device on CUDA when the cache takes under 30 % of the GPU, else memory
+when it takes under 25 % of RAM, else mmap. Under torchrun each rank then decodes its share and receives the
+others', one shard at a time, so no rank ever holds a second full copy.
 """
 from __future__ import annotations
 

@@ -51,7 +51,11 @@ def is_parquet(location: str) -> bool:
 
 
 def read_dataset(spec: SourceSpec, kind: str) -> LabeledImages:
-    """The source reader (see data/kinds.py) for every kind that `datasets` opens."""
+    """The source reader (see data/kinds.py) for every kind that `datasets` opens. A Hub revision is resolved to
+    its commit before loading, and that commit is loaded: a push in between cannot change what is read."""
+    if kind == "hub":
+        check_hub_reachable(spec.location)  # one quick line when offline, before any lookup waits for a timeout
+    spec = replace(spec, revision=_revision(spec, kind))
     dataset, split = open_dataset(spec, kind)
     return from_dataset(dataset, replace(spec, split=split), kind)
 
@@ -111,7 +115,7 @@ def from_dataset(dataset: Any, spec: SourceSpec, kind: str) -> LabeledImages:
         read_blobs = image_blobs(dataset, image_column)
     ids = _ids(dataset, spec, kind, image_column)
     root = Path(spec.location) if kind != "hub" else Path(spec.repo_id)
-    resolved = replace(spec, image_column=image_column, revision=_revision(spec, kind))
+    resolved = replace(spec, image_column=image_column)
     origin = origin_record(resolved, kind, len(ids), label_type=label_type, label_values=values)
     return LabeledImages(root, ids, labels, classes, open_image=open_image, features=features, kind=kind, origin=origin,
                          fingerprint=getattr(dataset, "_fingerprint", None), read_blobs=read_blobs)
@@ -211,7 +215,8 @@ def image_blobs(dataset: Any, column: str) -> Any:
 
 
 def _revision(spec: SourceSpec, kind: str) -> Optional[str]:
-    """For the Hub, the commit actually read, so push/evaluate reopen the very same data (best effort)."""
+    """For the Hub, the commit a revision (default: the main branch) points at now, so that it is what gets loaded
+    and recorded, and push/evaluate reopen the very same data (best effort: offline, what was asked for)."""
     if kind != "hub":
         return spec.revision
     try:

@@ -56,7 +56,7 @@ def _from_class_folders(root: Path) -> LabeledImages:
         if not images:
             raise DataError("class folder holds no images", path=class_dir)
         ignored += others
-        paths += [p.relative_to(root).as_posix() for p in images]
+        paths += images
         labels += [label] * len(images)
     return _sorted_images(root, paths, labels, [d.name for d in class_dirs], ignored)
 
@@ -101,16 +101,21 @@ def _sorted_images(root: Path, paths: list[str], labels: list[int], classes: lis
     return LabeledImages(root, [paths[i] for i in order], np.asarray(labels, dtype=np.int64)[order], classes, ignored)
 
 
-def _list_images(folder: Path) -> tuple[list[Path], int]:
-    images, others = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            full = Path(dirpath) / name
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and full.is_file():  # no FIFO, socket or device
-                images.append(full)
+def _list_images(folder: Path) -> tuple[list[str], int]:
+    """Image files under DATA/<class> as paths relative to DATA ('/'-separated), and the count of other files.
+    Hidden entries are skipped and symlinked folders not entered (as os.walk without followlinks); a file's
+    type comes from the directory listing, so a million files cost no stat call each."""
+    images, others, pending = [], 0, [(str(folder), folder.name)]
+    while pending:
+        top, rel = pending.pop()
+        with os.scandir(top) as listing:
+            entries = [e for e in listing if not e.name.startswith(".")]
+        for entry in entries:
+            if entry.is_dir():
+                if not entry.is_symlink():
+                    pending.append((entry.path, f"{rel}/{entry.name}"))
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():  # no FIFO, socket or device
+                images.append(f"{rel}/{entry.name}")
             else:
                 others += 1
     return images, others

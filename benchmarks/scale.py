@@ -1,0 +1,113 @@
+"""The data path at scale (issue 16, item 7): procedurally generated folders of 32-px JPEGs (10 classes), written
+once under --work and reused; for each size, in fresh processes: listing the folder, the first decode (into the
+persistent image store) and a second run's (memory-mapped from the store), with wall time, time per image and
+peak RSS. Smaller sizes are hard links to the first images of the largest. Run on a quiet machine:
+
+    python benchmarks/scale.py --work /tmp/scale --sizes 100000 300000 1000000
+
+Training, prediction and the correction step are measured elsewhere (benchmarks/scaling.py,
+benchmarks/correction_scale.py); this isolates what grows with the image count before the first step."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = 10
+
+
+def generate(folder: Path, count: int) -> None:
+    """count JPEGs: a class colour plus noise and a random block, so files differ and compress like photos."""
+    from PIL import Image
+
+    if (folder / ".complete").is_file():
+        return
+    rng = np.random.default_rng(0)
+    colours = rng.integers(30, 225, (CLASSES, 3))
+    for c in range(CLASSES):
+        (folder / f"class{c}").mkdir(parents=True, exist_ok=True)
+    for i in range(count):  # resumable: an interrupted generation keeps what it wrote (the same bytes again)
+        c = i % CLASSES
+        pixels = np.clip(colours[c] + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+        y, x = rng.integers(0, 24, 2)
+        pixels[y:y + 8, x:x + 8] = rng.integers(0, 255, 3)
+        target = folder / f"class{c}" / f"{i:07d}.jpg"
+        if not target.exists():
+            Image.fromarray(pixels).save(target, quality=90)
+    (folder / ".complete").write_text(str(count))
+
+
+def linked(source: Path, folder: Path, count: int) -> None:
+    """The first `count` images of `source` as hard links (the same bytes, no second copy on disk)."""
+    if (folder / ".complete").is_file():
+        return
+    for c in range(CLASSES):
+        (folder / f"class{c}").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        name = f"class{i % CLASSES}/{i:07d}.jpg"
+        if not (folder / name).exists():
+            os.link(source / name, folder / name)
+    (folder / ".complete").write_text(str(count))
+
+
+def phase(data: Path, near: Path) -> None:
+    """One run's data phases, in this process: print them as JSON."""
+    import torch
+
+    from emlc_cli.data.cache import image_cache
+    from emlc_cli.data.imagefolder import load_image_folder
+
+    started = time.perf_counter()
+    ds = load_image_folder(data)
+    listed = time.perf_counter()
+    with image_cache(ds, 32, 0, "auto", torch.device("cpu"), near) as (images, bad):  # what `emlc clean` times as decode
+        decoded = time.perf_counter()
+        assert images.shape == (len(ds), 3, 32, 32) and not bad
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({"images": len(ds), "list_s": listed - started, "decode_s": decoded - listed, "peak_rss_gb": peak}))
+
+
+def run_phase(data: Path, store_dir: Path, near: Path) -> dict:
+    env = {**os.environ, "EMLC_CACHE_DIR": str(store_dir), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    done = subprocess.run([sys.executable, __file__, "--phase", str(data), "--near", str(near)], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", type=Path, default=Path("/tmp/emlc-scale"))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--phase", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--near", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        return phase(args.phase, args.near)
+    largest = max(args.sizes)
+    started = time.perf_counter()
+    generate(args.work / f"images-{largest}", largest)
+    print(f"# {largest} JPEGs ready in {time.perf_counter() - started:.0f} s (0 s when reused)", flush=True)
+    print("| images | listing | first run's decode (into the store) | per image | second run's (mapped) | second / first | peak RSS first / second |")
+    print("|---|---|---|---|---|---|---|")
+    for size in sorted(args.sizes):
+        data = args.work / f"images-{size}"
+        if size != largest:
+            linked(args.work / f"images-{largest}", data, size)
+        store_dir = args.work / f"store-{size}"
+        subprocess.run(["rm", "-rf", str(store_dir)], check=True)
+        first = run_phase(data, store_dir, args.work / "runs" / "x")
+        second = run_phase(data, store_dir, args.work / "runs" / "x")
+        print(f"| {size:,} | {first['list_s']:.1f} s | {first['decode_s']:.1f} s | {first['decode_s'] / size * 1e6:.0f} us | "
+              f"{second['decode_s']:.2f} s | {second['decode_s'] / first['decode_s']:.1%} | "
+              f"{first['peak_rss_gb']:.2f} / {second['peak_rss_gb']:.2f} GB |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
