@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -101,11 +102,13 @@ def _sorted_images(root: Path, paths: list[str], labels: list[int], classes: lis
     return LabeledImages(root, [paths[i] for i in order], np.asarray(labels, dtype=np.int64)[order], classes, ignored)
 
 
-def _list_images(folder: Path) -> tuple[list[str], int]:
-    """Image files under DATA/<class> as paths relative to DATA ('/'-separated), and the count of other files.
+def _list_images(folder: Path, under: Optional[str] = None) -> tuple[list[str], int]:
+    """Image files under `folder` as '/'-separated paths beginning with `under` (default: the folder's name,
+    which makes them relative to DATA for DATA/<class>; "" for paths relative to `folder`), and the count of
+    other files.
     Hidden entries are skipped and symlinked folders not entered (as os.walk without followlinks); a file's
     type comes from the directory listing, so a million files cost no stat call each."""
-    images, others, pending = [], 0, [(str(folder), folder.name)]
+    images, others, pending = [], 0, [(str(folder), folder.name if under is None else under)]
     while pending:
         top, rel = pending.pop()
         with os.scandir(top) as listing:
@@ -113,9 +116,9 @@ def _list_images(folder: Path) -> tuple[list[str], int]:
         for entry in entries:
             if entry.is_dir():
                 if not entry.is_symlink():
-                    pending.append((entry.path, f"{rel}/{entry.name}"))
+                    pending.append((entry.path, f"{rel}/{entry.name}" if rel else entry.name))
             elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():  # no FIFO, socket or device
-                images.append(f"{rel}/{entry.name}")
+                images.append(f"{rel}/{entry.name}" if rel else entry.name)
             else:
                 others += 1
     return images, others
@@ -139,8 +142,7 @@ def check_inside(root: Path, relpath: str, source: Path, row: int) -> Path:
 
 def load_unlabelled_folder(root: Path) -> LabeledImages:
     """Every image under `root` (any layout), one placeholder class: for prediction, where no label is read."""
-    images, ignored = _list_images(Path(root))
-    if not images:
+    paths, ignored = _list_images(Path(root), under="")
+    if not paths:
         raise DataError("no images found", path=root)
-    paths = [p.relative_to(root).as_posix() for p in images]
     return _sorted_images(Path(root), paths, [0] * len(paths), ["?"], ignored)
