@@ -153,6 +153,29 @@ def share_shards_(rows: Tensor) -> None:
             rows[part.start: part.stop] = buffer.to(rows.device)
 
 
+def gather_rows_to_main(part: Tensor, total: int) -> Tensor | None:
+    """Each rank's contiguous shard of rows (see `shard`) -> the full [total, ...] tensor on rank 0, None on the
+    others: point to point, one shard at a time, so only rank 0 ever holds all rows (no pickling)."""
+    w = world()
+    if not w.distributed:
+        return part
+    device = _comm_device()
+    if not w.is_main:
+        if len(part):
+            dist.send(part.contiguous().to(device), dst=0)
+        return None
+    out = torch.empty((total, *part.shape[1:]), dtype=part.dtype)
+    for rank in range(w.size):
+        rows = shard(total, w.size, rank)
+        if rank == 0:
+            out[rows.start: rows.stop] = part
+        elif len(rows):
+            buffer = torch.empty((len(rows), *part.shape[1:]), dtype=part.dtype, device=device)
+            dist.recv(buffer, src=rank)
+            out[rows.start: rows.stop] = buffer.cpu()
+    return out
+
+
 def shard(total: int, size: int, rank: int) -> range:
     """Rank `rank`'s contiguous share of `total` items (the first shards take the remainder)."""
     width = -(-total // size)

@@ -110,7 +110,7 @@ def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Pr
     with watch("training"):
         train_seconds = _train(trainer, run, recipe, seed, emit, fingerprint)
     with watch("corrections"):
-        result = _corrections(trainer, prepared, inputs.images, inputs.noisy_idx, recipe)
+        result = _corrections_on_main(trainer, prepared, inputs.images, inputs.noisy_idx, recipe)
     with watch("finetune"):
         _finetune(trainer, inputs.images, inputs.noisy_idx, result, recipe, emit)
     summary = _summary(prepared, result, trainer, inputs.skipped, recipe, trainer.device, train_seconds, inputs.noisy_idx)
@@ -273,15 +273,30 @@ class _Result:
     probs: np.ndarray | None = None  # N x C, run_folder.PROBS_MEANING; NaN for skipped images
 
 
-def _corrections(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int], recipe: Recipe) -> _Result:
-    """One eval-mode pass over the noisy pool; verified rows keep their verified label."""
+def _corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int],
+                         recipe: Recipe) -> _Result:
+    """Every rank scores its share of the noisy pool; rank 0 decides the corrections and hands the other ranks
+    only what the fine-tune needs (labels, confidence), never the N x C probabilities."""
+    given = prepared.dataset.labels[noisy_idx]
+    idx = torch.as_tensor(noisy_idx, dtype=torch.long)
+    preds = trainer.predict_to_main(TensorSet(images, torch.from_numpy(given), idx))
+    decided: list[_Result] = []
+
+    def on_rank0() -> tuple[np.ndarray, np.ndarray, float]:
+        decided.append(_corrections(trainer, prepared, preds, noisy_idx, recipe))
+        return decided[0].labels, decided[0].confidence, decided[0].temperature
+
+    labels, confidence, temperature = distributed.on_main(on_rank0)
+    return decided[0] if decided else _Result(labels, confidence, temperature)
+
+
+def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_idx: list[int], recipe: Recipe) -> _Result:
+    """The decision from the noisy pool's predictions `preds`; verified rows keep their verified label."""
     n = len(prepared.dataset)
     labels, confidence = prepared.dataset.labels.copy(), np.ones(n)
     for i, label in prepared.verified.items():
         labels[i] = label
     given = prepared.dataset.labels[noisy_idx]
-    idx = torch.as_tensor(noisy_idx, dtype=torch.long)
-    preds = trainer.predict_sharded(TensorSet(images, torch.from_numpy(given), idx))
     holdout = trainer.predict(trainer.holdout)
     holdout_log = np.log(trainer.source_probs(holdout) + 1e-12)
     temperature = corrections.fit_temperature(holdout_log, trainer.holdout.labels.numpy())

@@ -350,11 +350,13 @@ class MetaTrainer:
         distributed.broadcast_state_(self.student, buffers_only=True)
         distributed.broadcast_state_(self.teacher, buffers_only=True)
 
-    def predict_sharded(self, data: TensorSet) -> dict:
-        """`predict` with each rank scoring its contiguous share of the rows, gathered on every rank."""
+    def predict_to_main(self, data: TensorSet) -> dict | None:
+        """`predict` with each rank scoring its contiguous share of the rows, gathered on rank 0 only (None on
+        the other ranks): the N x C arrays are never copied to every process."""
         mine = self.predict(data.part(distributed.shard(len(data), self.world.size, self.world.rank)))
-        parts = distributed.gather_objects(mine)
-        return {key: np.concatenate([part[key] for part in parts]) for key in mine}
+        gathered = {key: distributed.gather_rows_to_main(torch.from_numpy(np.ascontiguousarray(value)), len(data))
+                    for key, value in mine.items()}
+        return {key: value.numpy() for key, value in gathered.items()} if self.world.is_main else None
 
     def predict(self, data: TensorSet, batch_size: int = 512) -> dict:
         """Eval-mode pass: teacher and student probabilities, the enhancer's retain weight for the set's labels."""
