@@ -135,6 +135,14 @@ def test_the_store_off_or_unwritable_keeps_nothing_and_the_run_goes_on(noisy_fol
     assert images.any() and any("cannot write the image cache" in r.getMessage() for r in caplog.records)
 
 
+def test_a_store_inside_the_data_folder_is_never_written(noisy_folder, monkeypatch, caplog):
+    monkeypatch.setenv("EMLC_CACHE_DIR", str(noisy_folder["root"] / ".emlc"))
+    before = sorted(p.relative_to(noisy_folder["root"]) for p in noisy_folder["root"].rglob("*"))
+    images, _ = cached(noisy_folder)
+    assert images.any() and sorted(p.relative_to(noisy_folder["root"]) for p in noisy_folder["root"].rglob("*")) == before
+    assert any("inside the data folder" in r.getMessage() for r in caplog.records)
+
+
 def test_a_next_round_reuses_the_first_rounds_decoding(noisy_folder, decodes):
     base = ["clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]), "--recipe", "quick",
             "--device", "cpu", "--quiet", *tiny("train.epochs=4", "meta.warmup_epochs=1")]

@@ -85,7 +85,7 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
 def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...]) -> tuple[Tensor, list] | None:
     """The source's pixels from the persistent store, decoding them into it first if it lacks them; None when
     the store is off, the source cannot be fingerprinted, it would not fit, or the processes span nodes."""
-    if store.root() is None or not _one_node():
+    if store.root() is None or not _one_node() or _inside_data(ds):
         return None
     key = distributed.broadcast_object(store.key_for(ds, size) if distributed.world().is_main else None)
     if key is None:
@@ -113,6 +113,16 @@ def _main_lookup(key: str, shape: tuple[int, ...]) -> store.Entry | None:
     base = store.root()
     remove_stale_caches(base) if base is not None and base.is_dir() else None
     return store.lookup(key, shape)
+
+
+def _inside_data(ds: LabeledImages) -> bool:
+    """EMLC_CACHE_DIR inside an image folder being read: the data is only ever read, so the store is not used."""
+    base = store.root()
+    if ds.open_image is not None or base is None or not base.resolve().is_relative_to(Path(ds.root).resolve()):
+        return False
+    log.warning("EMLC_CACHE_DIR %s is inside the data folder, which emlc never writes to; decoding for this run only",
+                base.parent)
+    return True
 
 
 def _one_node() -> bool:
