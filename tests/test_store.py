@@ -135,6 +135,18 @@ def test_the_store_off_or_unwritable_keeps_nothing_and_the_run_goes_on(noisy_fol
     assert images.any() and any("cannot write the image cache" in r.getMessage() for r in caplog.records)
 
 
+def test_a_disk_that_fills_while_committing_leaves_no_entry_and_the_run_goes_on(noisy_folder, monkeypatch, image_store,
+                                                                                 caplog):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "commit", full)
+    images, bad = cached(noisy_folder)
+    assert images.shape == (120, 3, 16, 16) and images.any() and bad == []
+    assert store.entries() == [] and not [p for p in image_store.iterdir() if p.name.startswith(".")]
+    assert any("cannot finish the image cache" in r.getMessage() for r in caplog.records)
+
+
 def test_a_store_inside_the_data_folder_is_never_written(noisy_folder, monkeypatch, caplog):
     monkeypatch.setenv("EMLC_CACHE_DIR", str(noisy_folder["root"] / ".emlc"))
     before = sorted(p.relative_to(noisy_folder["root"]) for p in noisy_folder["root"].rglob("*"))

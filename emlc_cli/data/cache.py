@@ -111,7 +111,8 @@ def _main_lookup(key: str, shape: tuple[int, ...]) -> store.Entry | None:
     if not distributed.world().is_main:
         return None
     base = store.root()
-    remove_stale_caches(base) if base is not None and base.is_dir() else None
+    if base is not None and base.is_dir():
+        remove_stale_caches(base)
     return store.lookup(key, shape)
 
 
@@ -147,9 +148,22 @@ def _decode_to_store(ds: LabeledImages, size: int, workers: int, shape: tuple[in
     distributed.barrier()
     info = {"source": ds.origin.get("location") or str(ds.root), "kind": ds.kind, "rows": len(ds), "size": size,
             "shape": list(shape)}
-    entry = store.commit(staged, key, info, unreadable) if world.is_main else None
+    entry = _main_commit(staged, key, info, unreadable)
     log.info("decoded %d images into the image cache %s", len(ds), getattr(entry, "path", ""))
     return distributed.broadcast_object(entry)
+
+
+def _main_commit(staged: Path, key: str, info: dict, unreadable: list[tuple[int, str]]) -> store.Entry | None:
+    """Rank 0 renames the staged entry into place; a disk that fills up now leaves no entry, and the run
+    decodes for itself instead (the other ranks wait for this answer, so it must not raise)."""
+    if not distributed.world().is_main:
+        return None
+    try:
+        return store.commit(staged, key, info, unreadable)
+    except OSError as err:
+        log.warning("cannot finish the image cache in %s (%s); decoding for this run only", staged.parent, err)
+        shutil.rmtree(staged, ignore_errors=True)
+        return None
 
 
 def _main_stage(shape: tuple[int, ...]) -> Path | None:
