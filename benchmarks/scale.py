@@ -94,7 +94,7 @@ def main() -> None:
     started = time.perf_counter()
     generate(args.work / f"images-{largest}", largest)
     print(f"# {largest} JPEGs ready in {time.perf_counter() - started:.0f} s (0 s when reused)", flush=True)
-    print("| images | listing | first run's decode (into the store) | per image | second run's (mapped) | second / first | peak RSS first / second |")
+    print("| images | listing | first run's decode (into the store) | per image | second run's (read from the store) | second / first | peak RSS first / second |")
     print("|---|---|---|---|---|---|---|")
     for size in sorted(args.sizes):
         data = args.work / f"images-{size}"

@@ -69,7 +69,7 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
     remove_stale_caches(Path(_existing(near)))
     kept = _from_store(ds, size, workers, shape)
     if kept is not None:
-        yield _placed(kept[0], where, device), kept[1]
+        yield _placed(kept, where, device), kept.unreadable
         return
     folder = store.staging_folder(Path(_existing(near))) if where == "mmap" else None
     try:
@@ -82,8 +82,8 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...]) -> tuple[Tensor, list] | None:
-    """The source's pixels from the persistent store, decoding them into it first if it lacks them; None when
+def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...]) -> store.Entry | None:
+    """The source's entry in the persistent store, decoding it into the store first if it lacks it; None when
     the store is off, the source cannot be fingerprinted, it would not fit, or the processes span nodes."""
     if store.root() is None or not _one_node() or _inside_data(ds):
         return None
@@ -95,16 +95,18 @@ def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ..
         entry = _decode_to_store(ds, size, workers, shape, key)
     if entry is None:
         return None
-    log.info("memory-mapped %d decoded images from %s", len(ds), entry.path)
-    return torch.from_numpy(np.load(entry.images, mmap_mode="c")), entry.unreadable  # copy-on-write: no warning
+    log.info("reading %d decoded images from %s", len(ds), entry.path)
+    return entry
 
 
-def _placed(mapped: Tensor, where: str, device: torch.device) -> Tensor:
-    """The store's mapping as the placement asks: copied to the GPU or into RAM, or left mapped. Training from
-    the mapping itself cost the demo 10-20 % more time (two to three times the system time) than from RAM."""
-    if where == "device":
-        return mapped.to(device)
-    return mapped.clone() if where == "memory" else mapped
+def _placed(entry: store.Entry, where: str, device: torch.device) -> Tensor:
+    """The entry's pixels as the placement asks: read into RAM (no mapping held beside the copy), copied to the
+    GPU, or mapped copy-on-write (`mmap`: shared by every process, no warning about a read-only array).
+    Training from the mapping cost the demo 10-20 % more time (two to three times the system time) than from RAM."""
+    if where == "memory":
+        return torch.from_numpy(np.load(entry.images))
+    mapped = torch.from_numpy(np.load(entry.images, mmap_mode="c"))
+    return mapped.to(device) if where == "device" else mapped
 
 
 def _main_lookup(key: str, shape: tuple[int, ...]) -> store.Entry | None:
