@@ -23,10 +23,7 @@ ATTRIBUTES = (("given_label", "select"), ("confidence", "text"), ("changed", "ch
 
 def annotations(run: Path, task_name: str) -> tuple[ET.ElementTree, int, int]:
     """The XML tree, the number of images and of changed labels."""
-    record = run_folder.read_source_record(run)
-    if not run_folder.is_folder_kind(run_folder.source_kind(record)):
-        raise DataError("a CVAT export needs a run on an image folder (CVAT tasks hold image files)", path=run)
-    root = Path(record.get("location") or record["root"])
+    root = run_folder.image_folder_root(run, "a CVAT export (CVAT tasks hold image files)")
     classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
     for name in classes:
         _checked(name, "class name")

@@ -21,10 +21,7 @@ LABEL_CLASS = "Classification"
 
 def samples(run: Path) -> list[dict[str, Any]]:
     """The run's images as FiftyOne sample dicts, in corrected.csv order."""
-    record = run_folder.read_source_record(run)
-    if not run_folder.is_folder_kind(run_folder.source_kind(record)):
-        raise DataError("a FiftyOne export needs a run on an image folder (samples point at image files)", path=run)
-    root = Path(record.get("location") or record["root"])
+    root = run_folder.image_folder_root(run, "a FiftyOne export (samples point at image files)")
     rows = run_folder.read_corrected(run, required=run_folder.CORRECTED_COLUMNS)
     classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
     given_probs = _given_probs(run, rows, classes)

@@ -34,10 +34,7 @@ def tasks(run: Path, url_prefix: Optional[str] = None) -> list[dict[str, Any]]:
     """One task per image of an image-folder run: the to-verify rows first (best first), then the rest, least
     confident first. `url_prefix` + the image's path under DATA makes its URL (default: Label Studio's
     local-files URL of the absolute path, for LOCAL_FILES_DOCUMENT_ROOT=/)."""
-    record = run_folder.read_source_record(run)
-    if not run_folder.is_folder_kind(run_folder.source_kind(record)):
-        raise DataError("a Label Studio export needs a run on an image folder (tasks point at image files)", path=run)
-    root = Path(record.get("location") or record["root"])
+    root = run_folder.image_folder_root(run, "a Label Studio export (tasks point at image files)")
     rows = run_folder.read_corrected(run, required=run_folder.CORRECTED_COLUMNS)
     first = [r["path"] for r in run_folder.read_to_verify(run)]
     rank = {path: i for i, path in enumerate(first)}

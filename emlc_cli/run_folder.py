@@ -67,6 +67,15 @@ def is_folder_kind(kind: str) -> bool:
     return kind in FOLDER_KINDS
 
 
+def image_folder_root(run: Path, needs: str) -> Path:
+    """The data folder of an image-folder run (source.json); any other source is one DataError saying that
+    `needs` (e.g. "a Label Studio export") needs image files."""
+    record = read_source_record(run)
+    if not is_folder_kind(source_kind(record)):
+        raise DataError(f"{needs} needs a run on an image folder", path=run)
+    return Path(record.get("location") or record["root"])
+
+
 def manifest_key(kind: str) -> str:
     """The key column of clean, truth and decisions manifests for a source of this kind: `path` or `id`."""
     return "path" if is_folder_kind(kind) else "id"

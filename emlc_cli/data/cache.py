@@ -140,13 +140,10 @@ def _decode_to_store(ds: LabeledImages, size: int, workers: int, shape: tuple[in
     if staged is None:
         return None
     mapped = np.load(staged / CACHE_FILE, mmap_mode="r+")
-    world = distributed.world()
-    mine = distributed.shard(len(ds), world.size, world.rank)
-    _, bad = decode_images(ds, size, workers, mine, out=torch.from_numpy(mapped[mine.start: mine.stop]))
+    bad = _decode_my_shard(torch.from_numpy(mapped), ds, size, workers)
     mapped.flush()
     del mapped
-    _release_freed_heap()
-    unreadable = sorted(item for part in distributed.gather_objects(bad) for item in part)
+    unreadable = _all_unreadable(bad)
     distributed.barrier()
     info = {"source": ds.origin.get("location") or str(ds.root), "kind": ds.kind, "rows": len(ds), "size": size,
             "shape": list(shape)}
@@ -225,11 +222,21 @@ def _reserve(path: Path) -> None:
 
 
 def _decode_into(cache: Tensor, ds: LabeledImages, size: int, workers: int) -> list[tuple[int, str]]:
+    bad = _decode_my_shard(cache, ds, size, workers)
+    distributed.share_shards_(cache)
+    return _all_unreadable(bad)
+
+
+def _decode_my_shard(cache: Tensor, ds: LabeledImages, size: int, workers: int) -> list[tuple[int, str]]:
+    """This rank's contiguous shard of `ds`, decoded into its rows of `cache`; its unreadable rows."""
     world = distributed.world()
     mine = distributed.shard(len(ds), world.size, world.rank)
     _, bad = decode_images(ds, size, workers, mine, out=cache[mine.start: mine.stop])
     _release_freed_heap()
-    distributed.share_shards_(cache)
+    return bad
+
+
+def _all_unreadable(bad: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return sorted(item for part in distributed.gather_objects(bad) for item in part)
 
 

@@ -46,8 +46,8 @@ def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range 
 
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
         for start in range(rows.start, rows.stop, BATCH):
-            batch = list(zip(range(start, min(start + BATCH, rows.stop)), data.blobs(range(start, min(start + BATCH, rows.stop)))))
-            rest = _decode_exact_jpegs(batch, size, out, rows.start)
+            chunk = range(start, min(start + BATCH, rows.stop))
+            rest = _decode_exact_jpegs(list(zip(chunk, data.blobs(chunk))), size, out, rows.start)
             list(pool.map(work, rest))
     return out, sorted(bad)
 

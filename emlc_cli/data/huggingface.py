@@ -111,8 +111,8 @@ def from_dataset(dataset: Any, spec: SourceSpec, kind: str) -> LabeledImages:
         features = feature_matrix(dataset, _require_column(dataset, spec.feature_column, "--feature-column", spec.location), spec.location)
     else:
         image_column = image_column_of(dataset, spec.image_column, spec.location)
-        open_image = lazy_images(dataset, image_column)
-        read_blobs = image_blobs(dataset, image_column)
+        raw = encoded_images(dataset, image_column)
+        open_image, read_blobs = lazy_images(raw, image_column), image_blobs(raw, image_column)
     ids = _ids(dataset, spec, kind, image_column)
     root = Path(spec.location) if kind != "hub" else Path(spec.repo_id)
     resolved = replace(spec, image_column=image_column)
@@ -181,11 +181,15 @@ def image_column_of(dataset: Any, wanted: str | None, where: str) -> str:
     return found[0]
 
 
-def lazy_images(dataset: Any, column: str) -> Any:
-    """open_image(i): row i's image, read from the memory-mapped table only when asked for."""
+def encoded_images(dataset: Any, column: str) -> Any:
+    """The image column alone, undecoded: {bytes, path} cells, which both readers below take."""
     from datasets import Image as ImageFeature
 
-    raw = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False))
+    return dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False))
+
+
+def lazy_images(raw: Any, column: str) -> Any:
+    """open_image(i): row i's image from `raw` (encoded_images), read from the memory-mapped table only when asked for."""
 
     def open_image(i: int) -> Image.Image:
         cell = raw[i][column]
@@ -200,15 +204,14 @@ def lazy_images(dataset: Any, column: str) -> Any:
     return open_image
 
 
-def image_blobs(dataset: Any, column: str) -> Any:
-    """read_blobs(rows): the stored bytes of a slice of rows, read as one Arrow slice (through the indices
-    mapping) instead of row by row; None for rows that hold a path instead, which `lazy_images` opens."""
-    from datasets import Image as ImageFeature
-
-    raw = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False)).with_format("arrow")
+def image_blobs(raw: Any, column: str) -> Any:
+    """read_blobs(rows): the stored bytes of a slice of rows of `raw` (encoded_images), read as one Arrow slice
+    (through the indices mapping) instead of row by row; None for rows that hold a path instead, which
+    `lazy_images` opens."""
+    table = raw.with_format("arrow")
 
     def read_blobs(rows: range) -> list[Optional[bytes]]:
-        cells = raw[rows.start: rows.stop][column].combine_chunks()
+        cells = table[rows.start: rows.stop][column].combine_chunks()
         return [b or None for b in cells.field("bytes").to_pylist()] if len(cells) else []
 
     return read_blobs

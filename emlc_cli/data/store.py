@@ -104,8 +104,7 @@ def source_identity(ds: Any) -> Optional[str]:
         return None
     where = {k: ds.origin.get(k) for k in ("kind", "location", "config", "split", "revision", "image_column")}
     digest.update(json.dumps({"table": fingerprint, **where}, sort_keys=True).encode())
-    for rel in ds.paths:
-        digest.update(f"{rel}\n".encode())
+    digest.update("\n".join(ds.paths).encode())
     return digest.hexdigest()
 
 
@@ -126,7 +125,7 @@ def lookup(key: str, shape: tuple[int, ...]) -> Optional[Entry]:
     entry = _read_entry(base / key)
     if entry is None or entry.info.get("shape") != list(shape) or not _array_intact(entry.images, shape):
         log.warning("image cache %s is damaged or incomplete; decoding again", base / key)
-        shutil.rmtree(base / key, ignore_errors=True)
+        _remove_ours(base / key)
         return None
     os.utime(entry.path / INFO)
     return entry
@@ -162,7 +161,21 @@ def entries() -> list[Entry]:
 
 
 def remove(entry: Entry) -> None:
-    shutil.rmtree(entry.path, ignore_errors=True)
+    _remove_ours(entry.path)
+
+
+def _remove_ours(folder: Path) -> None:
+    """Delete an entry folder, only if it holds nothing but the files an entry has (EMLC_CACHE_DIR may be a
+    folder that also holds the user's own)."""
+    if _holds_only_entry_files(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _holds_only_entry_files(folder: Path) -> bool:
+    try:
+        return not folder.is_symlink() and folder.is_dir() and {p.name for p in folder.iterdir()} <= {IMAGES, UNREADABLE, INFO}
+    except OSError:
+        return False
 
 
 def make_room(needed: int) -> bool:
@@ -190,16 +203,17 @@ def staging_folder(base: Path) -> Path:
 
 def commit(staged: Path, key: str, info: dict[str, Any], unreadable: list[tuple[int, str]]) -> Optional[Entry]:
     """Finish a staged entry and rename it into place. If another process committed the same key first, its
-    entry is used and ours removed."""
+    entry is used and ours removed; None when what is there is no intact entry (the run decodes for itself)."""
     base = root()
     assert base is not None
     (staged / UNREADABLE).write_text(json.dumps(unreadable), encoding="utf-8")
     (staged / INFO).write_text(json.dumps({**info, "created": time.time()}, indent=1), encoding="utf-8")
     try:
         os.rename(staged, base / key)
-    except OSError:
+    except OSError:  # another process's entry, or a folder there that is not only emlc's: ours is dropped
         shutil.rmtree(staged, ignore_errors=True)
-    return _read_entry(base / key)
+    entry = _read_entry(base / key)
+    return entry if entry is not None and _array_intact(entry.images, tuple(info["shape"])) else None
 
 
 def remove_stale(folder: Path) -> list[Path]:
@@ -222,7 +236,4 @@ def _is_stale(entry: Path) -> bool:
     pid = int(match[1]) if match else 0
     if match is None or match[2] != HOST_TAG or pid == os.getpid() or process_alive(pid):
         return False
-    try:
-        return not entry.is_symlink() and entry.is_dir() and {p.name for p in entry.iterdir()} <= {IMAGES, UNREADABLE, INFO}
-    except OSError:
-        return False
+    return _holds_only_entry_files(entry)
