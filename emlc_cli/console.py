@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.table import Column, Table
 from rich.text import Text
 
-from emlc_cli.reports import EpochReport, StepReport
+from emlc_cli.reports import EpochReport, FoldReport, StepReport
 from emlc_cli.run_folder import TO_VERIFY
 from emlc_cli.runlog import transcript
 
@@ -127,6 +127,9 @@ class TrainingProgress:
             self._epoch(event)
         elif isinstance(event, StepReport) and self.progress is not None:
             self._step(event)
+        elif isinstance(event, FoldReport):
+            self._show(f"cross-fit fold {event.fold + 1}/{event.folds}: scored {event.rows} noisy images the fold's "
+                       f"models never trained on  [{event.seconds:.0f}s]")
 
     def _show(self, plain: str, styled: Optional[str] = None) -> None:
         transcript().info(plain)

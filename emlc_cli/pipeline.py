@@ -10,14 +10,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 
-from emlc_cli import __version__, corrections, distributed, evidence, features, metrics, run_folder, runlog
+from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog
 from emlc_cli import resume as resume_checks
 from emlc_cli.data.cache import image_cache
 from emlc_cli.data.labeled import LabeledImages
@@ -110,7 +109,7 @@ def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Pr
     with watch("training"):
         train_seconds = _train(trainer, run, recipe, seed, emit, fingerprint)
     with watch("corrections"):
-        result = _corrections_on_main(trainer, prepared, inputs.images, inputs.noisy_idx, recipe)
+        result = decision.corrections_on_main(trainer, prepared, inputs.images, inputs.noisy_idx, recipe, seed, emit)
     with watch("finetune"):
         _finetune(trainer, inputs.images, inputs.noisy_idx, result, recipe, emit)
     summary = _summary(prepared, result, trainer, inputs.skipped, recipe, trainer.device, train_seconds, inputs.noisy_idx)
@@ -198,7 +197,7 @@ def _train(trainer: MetaTrainer, run: RunDir | NoOutputs, recipe: Recipe, seed: 
     return time.perf_counter() - started
 
 
-def _finetune(trainer: MetaTrainer, images: torch.Tensor, noisy_idx: list[int], result: "_Result", recipe: Recipe,
+def _finetune(trainer: MetaTrainer, images: torch.Tensor, noisy_idx: list[int], result: "decision.Result", recipe: Recipe,
               emit: Event) -> None:
     """Optional: the student's last epochs on the corrected labels (the labels themselves are already final)."""
     if recipe.train.finetune_epochs <= 0 or not noisy_idx:
@@ -263,90 +262,7 @@ def _tensor_sets(prepared: Prepared, images: torch.Tensor, noisy_idx: list[int])
     return noisy, subset(prepared.clean_train, verified(prepared.clean_train)), subset(prepared.holdout, verified(prepared.holdout))
 
 
-@dataclass
-class _Result:
-    labels: np.ndarray
-    confidence: np.ndarray
-    temperature: float
-    to_verify: list[list[Any]] = field(default_factory=list)
-    evidence: dict[str, Any] = field(default_factory=dict)
-    probs: np.ndarray | None = None  # N x C, run_folder.PROBS_MEANING; NaN for skipped images
-
-
-def _corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int],
-                         recipe: Recipe) -> _Result:
-    """Every rank scores its share of the noisy pool; rank 0 decides the corrections and hands the other ranks
-    only what the fine-tune needs (labels, confidence), never the N x C probabilities."""
-    given = prepared.dataset.labels[noisy_idx]
-    idx = torch.as_tensor(noisy_idx, dtype=torch.long)
-    preds = trainer.predict_to_main(TensorSet(images, torch.from_numpy(given), idx))
-    decided: list[_Result] = []
-
-    def on_rank0() -> tuple[np.ndarray, np.ndarray, float]:
-        decided.append(_corrections(trainer, prepared, preds, noisy_idx, recipe))
-        return decided[0].labels, decided[0].confidence, decided[0].temperature
-
-    labels, confidence, temperature = distributed.on_main(on_rank0)
-    return decided[0] if decided else _Result(labels, confidence, temperature)
-
-
-def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_idx: list[int], recipe: Recipe) -> _Result:
-    """The decision from the noisy pool's predictions `preds`; verified rows keep their verified label."""
-    n = len(prepared.dataset)
-    labels, confidence = prepared.dataset.labels.copy(), np.ones(n)
-    for i, label in prepared.verified.items():
-        labels[i] = label
-    given = prepared.dataset.labels[noisy_idx]
-    holdout = trainer.predict(trainer.holdout)
-    holdout_log = np.log(trainer.source_probs(holdout) + 1e-12)
-    temperature = corrections.fit_temperature(holdout_log, trainer.holdout.labels.numpy())
-    probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
-    holdout_probs = corrections.softmax(holdout_log / temperature)
-    if recipe.correct.rule == "posterior":
-        fixed, report = _guarded(prepared, probs, given, holdout_probs)
-    else:
-        fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct), {}
-    labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
-    known = {**dict(zip(noisy_idx, probs)), **dict(zip(trainer.holdout.rows.tolist(), holdout_probs)),
-             **_calibrated(trainer, trainer.clean, temperature)}
-    every = _every_row_probs(n, probs.shape[1], known)
-    suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])
-    names, paths = prepared.dataset.classes, prepared.dataset.paths
-    rows = [[paths[noisy_idx[i]], names[given[i]], names[fixed.labels[i]], f"{fixed.confidence[i]:.4f}", reason, f"{score:.4f}"]
-            for i, reason, score in suggestions]
-    return _Result(labels, confidence, temperature, rows, report, every)
-
-
-def _calibrated(trainer: MetaTrainer, data: TensorSet, temperature: float) -> dict[int, np.ndarray]:
-    """Row index -> calibrated class probabilities for the rows of `data`."""
-    if len(data) == 0:
-        return {}
-    preds = trainer.predict(data)
-    probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
-    return dict(zip(data.rows.tolist(), probs))
-
-
-def _every_row_probs(n: int, classes: int, known: dict[int, np.ndarray]) -> np.ndarray:
-    every = np.full((n, classes), np.nan, dtype=np.float32)
-    for i, row in known.items():
-        every[i] = row
-    return every
-
-
-def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray) -> tuple[corrections.Corrections, dict]:
-    """The posterior rule, validated on the verified holdout (see evidence.py): it changes nothing when the holdout
-    shows no gain, and reports the estimated label accuracy before and after."""
-    ds, verified = prepared.dataset, prepared.verified
-    ids = sorted(verified)
-    verified_labels = np.array([verified[i] for i in ids], dtype=np.int64)
-    held_labels = np.array([verified[i] for i in prepared.holdout], dtype=np.int64)
-    em = corrections.estimate_transition(probs, given, probs.shape[1])
-    judged = evidence.judge(probs, given, holdout_probs, held_labels, ds.labels[prepared.holdout], verified_labels,
-                            ds.labels[ids], em)
-    return corrections.Corrections(judged.labels, judged.confidence, judged.distribution), judged.report
-
-
-def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: _Result, trainer: MetaTrainer, recipe: Recipe,
+def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision.Result, trainer: MetaTrainer, recipe: Recipe,
                    summary: dict, backbone: torch.nn.Module | None = None) -> None:
     ds = prepared.dataset
     skipped = set(summary["skipped"])
@@ -389,7 +305,7 @@ def _model_config(classes: list[str], recipe: Recipe, in_features: int = 0) -> d
     }
 
 
-def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped: dict[int, str], recipe: Recipe,
+def _summary(prepared: Prepared, result: decision.Result, trainer: MetaTrainer, skipped: dict[int, str], recipe: Recipe,
              device: torch.device, train_seconds: float, noisy_idx: list[int]) -> dict[str, Any]:
     ds, classes = prepared.dataset, prepared.dataset.classes
     given, fixed = ds.labels[noisy_idx], result.labels[noisy_idx]
@@ -406,7 +322,7 @@ def _summary(prepared: Prepared, result: _Result, trainer: MetaTrainer, skipped:
         "classes": classes, "change_matrix": metrics.change_matrix(given, fixed, len(classes)),
         "epochs": [{**vars(e), "epoch": e.epoch + 1} for e in trainer.history],  # numbered from 1, as the console
         "best_holdout_score": trainer.best_score,
-        "temperature": result.temperature, "rule": recipe.correct.rule,
+        "temperature": result.temperature, "rule": recipe.correct.rule, "cross_fit": recipe.correct.cross_fit,
         "warnings": prepared.warnings + ([_too_weak_warning(result.evidence)] if result.evidence.get("too_weak") else []),
         "skipped": {ds.paths[i]: reason for i, reason in skipped.items()}, "ignored_files": ds.ignored_files,
         "train_seconds": round(train_seconds, 2),

@@ -79,6 +79,7 @@ class CorrectConfig:
     rule: Literal[RULE_NAMES] = "posterior"  # the names of corrections.RULES
     threshold: float = 0.5
     source: Literal["student", "teacher", "ensemble"] = "student"
+    cross_fit: int = 0  # folds of out-of-sample predictions for the decision (cross_fit.py); 0: off
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train.finetune_epochs": (0, 10_000),
     "train.finetune_lr_factor": (1e-6, 10.0),
     "correct.threshold": (0.0, 1.0),
+    "correct.cross_fit": (0, 20),
 }
 
 
@@ -349,6 +351,8 @@ def _check_consistency(recipe: Recipe, source: str | None) -> None:
     if model.freeze_backbone and (backbone(model.backbone).takes_features or model.weights in ("none", "")):
         raise RecipeError(f"needs a pretrained image backbone (model.backbone={model.backbone}, model.weights={model.weights}): "
                           "set model.weights to a torchvision weight name or a local file", key="model.freeze_backbone", source=source)
+    if recipe.correct.cross_fit == 1:
+        raise RecipeError("expected 0 (off) or 2 or more folds, got 1", key="correct.cross_fit", source=source)
     if recipe.meta.warmup_epochs >= recipe.train.epochs:
         raise RecipeError(
             f"must be smaller than train.epochs={recipe.train.epochs}", key="meta.warmup_epochs", source=source

@@ -25,3 +25,13 @@ class EpochReport:
     score: float
     best: bool
     seconds: float
+
+
+@dataclass
+class FoldReport:
+    """correct.cross_fit: one fold's models have trained and scored the noisy images they never saw."""
+
+    fold: int     # 0-based
+    folds: int
+    rows: int
+    seconds: float

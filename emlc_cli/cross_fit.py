@@ -1,0 +1,69 @@
+"""Out-of-sample predictions for the decision (recipe key `correct.cross_fit`: the number of folds, 0 = off).
+
+The student that trained on a noisy image has learned its given label: asked to judge that label, it agrees
+too often, so its noise estimate reads low and wrong labels it memorised stay. Cross-fitting splits the noisy
+pool into K folds and trains K more teacher/student pairs, each on the verified images and K - 1 folds; every
+noisy image is then scored by the pair that never saw it. Each holdout image is scored by one fold's pair too
+(assigned the same way), so that the decision is validated on predictions of the same kind as it is applied
+to. The run's own student (trained on the whole pool) is still the checkpoint and what the fine-tune starts
+from; only the decision reads the fold predictions.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from emlc_cli import distributed
+from emlc_cli.data.loaders import TensorSet
+from emlc_cli.reports import FoldReport
+
+
+def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
+    """Each of n rows' fold, balanced (sizes differ by at most one) and shuffled by `seed`."""
+    order = np.random.default_rng(seed).permutation(n)
+    assignment = np.empty(n, dtype=np.int64)
+    assignment[order] = np.arange(n) % folds
+    return assignment
+
+
+def subset(data: TensorSet, mask: np.ndarray) -> TensorSet:
+    rows = torch.arange(len(data)) if data.rows is None else data.rows
+    keep = torch.from_numpy(np.flatnonzero(mask))
+    return TensorSet(data.images, data.labels[keep], rows[keep])
+
+
+def cross_fitted(make_trainer: Callable[[TensorSet, int], Any], noisy: TensorSet, holdout: TensorSet, folds: int,
+                 seed: int, emit: Callable[[Any], None] = lambda event: None) -> tuple[dict | None, dict | None]:
+    """Out-of-fold predictions (the trainer's `predict` dicts) for the noisy pool and the holdout, gathered on
+    rank 0 (None on the other ranks). `make_trainer(train_set, fold)` builds a fresh trainer on `train_set`."""
+    pool_fold, held_fold = fold_of(len(noisy), folds, seed), fold_of(len(holdout), folds, seed + 1)
+    pool_parts, held_parts = [], []
+    for k in range(folds):
+        started = time.perf_counter()
+        trainer = make_trainer(subset(noisy, pool_fold != k), k)
+        for _ in trainer.run():
+            pass
+        pool_parts.append(trainer.predict_to_main(subset(noisy, pool_fold == k)))
+        held_parts.append(trainer.predict_to_main(subset(holdout, held_fold == k)) if (held_fold == k).any() else None)
+        emit(FoldReport(k, folds, int((pool_fold == k).sum()), time.perf_counter() - started))
+    if not distributed.world().is_main:
+        return None, None
+    return _assemble(pool_parts, pool_fold), _assemble(held_parts, held_fold)
+
+
+def _assemble(parts: list[dict | None], assignment: np.ndarray) -> dict | None:
+    """Put each fold's rows back in the set's order (None for an empty set)."""
+    present = next((p for p in parts if p is not None), None)
+    if present is None:
+        return None
+    out = {key: np.zeros((len(assignment), *value.shape[1:]), dtype=value.dtype) for key, value in present.items()}
+    for k, part in enumerate(parts):
+        if part is None:
+            continue
+        where = np.flatnonzero(assignment == k)
+        for key, value in part.items():
+            out[key][where] = value
+    return out

@@ -1,0 +1,115 @@
+"""The decision stage: from the trained models to corrected labels. Every rank scores its share of the noisy
+pool (with `correct.cross_fit`, trains its part of the fold models first: cross_fit.py); rank 0 calibrates,
+applies the guarded rule (evidence.py, corrections.py) and picks what to verify next."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from emlc_cli import corrections, cross_fit, distributed, evidence
+from emlc_cli.data.loaders import TensorSet
+from emlc_cli.recipe import Recipe
+from emlc_cli.trainer import MetaTrainer
+from emlc_cli.verified import Prepared
+
+Event = Callable[[Any], None]
+
+
+@dataclass
+class Result:
+    labels: np.ndarray
+    confidence: np.ndarray
+    temperature: float
+    to_verify: list[list[Any]] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    probs: np.ndarray | None = None  # N x C, run_folder.PROBS_MEANING; NaN for skipped images
+
+
+def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int],
+                         recipe: Recipe, seed: int = 0, emit: Event = lambda event: None) -> Result:
+    """Every rank scores its share of the noisy pool (or, with correct.cross_fit, trains its part of the fold
+    models); rank 0 decides the corrections and hands the other ranks only what the fine-tune needs (labels,
+    confidence), never the N x C probabilities."""
+    given = prepared.dataset.labels[noisy_idx]
+    pool = TensorSet(images, torch.from_numpy(given), torch.as_tensor(noisy_idx, dtype=torch.long))
+    if recipe.correct.cross_fit >= 2:
+        preds, held = cross_fit.cross_fitted(lambda part, k: _fold_trainer(trainer, part, seed, k), pool, trainer.holdout,
+                                             recipe.correct.cross_fit, seed, emit)
+    else:
+        preds, held = trainer.predict_to_main(pool), None
+    decided: list[Result] = []
+
+    def on_rank0() -> tuple[np.ndarray, np.ndarray, float]:
+        decided.append(_corrections(trainer, prepared, preds, noisy_idx, recipe, held))
+        return decided[0].labels, decided[0].confidence, decided[0].temperature
+
+    labels, confidence, temperature = distributed.on_main(on_rank0)
+    return decided[0] if decided else Result(labels, confidence, temperature)
+
+
+def _fold_trainer(trainer: MetaTrainer, part: TensorSet, seed: int, fold: int) -> MetaTrainer:
+    return MetaTrainer(trainer.recipe, trainer.num_classes, part, trainer.clean, trainer.holdout, device=trainer.device,
+                       seed=seed + 1009 * (fold + 1))
+
+
+def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_idx: list[int], recipe: Recipe,
+                 held: dict | None = None) -> Result:
+    """The decision from the noisy pool's predictions `preds` (and the holdout's, `held`, when they are the
+    cross-fitted ones); verified rows keep their verified label."""
+    n = len(prepared.dataset)
+    labels, confidence = prepared.dataset.labels.copy(), np.ones(n)
+    for i, label in prepared.verified.items():
+        labels[i] = label
+    given = prepared.dataset.labels[noisy_idx]
+    holdout = held if held is not None else trainer.predict(trainer.holdout)
+    holdout_log = np.log(trainer.source_probs(holdout) + 1e-12)
+    temperature = corrections.fit_temperature(holdout_log, trainer.holdout.labels.numpy())
+    probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
+    holdout_probs = corrections.softmax(holdout_log / temperature)
+    if recipe.correct.rule == "posterior":
+        fixed, report = _guarded(prepared, probs, given, holdout_probs)
+        if held is not None and report.get("given") and report["source"].startswith("model"):
+            report["source"] = evidence.CROSS_FITTED_SOURCE
+    else:
+        fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct), {}
+    labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
+    known = {**dict(zip(noisy_idx, probs)), **dict(zip(trainer.holdout.rows.tolist(), holdout_probs)),
+             **_calibrated(trainer, trainer.clean, temperature)}
+    every = _every_row_probs(n, probs.shape[1], known)
+    suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])
+    names, paths = prepared.dataset.classes, prepared.dataset.paths
+    rows = [[paths[noisy_idx[i]], names[given[i]], names[fixed.labels[i]], f"{fixed.confidence[i]:.4f}", reason, f"{score:.4f}"]
+            for i, reason, score in suggestions]
+    return Result(labels, confidence, temperature, rows, report, every)
+
+
+def _calibrated(trainer: MetaTrainer, data: TensorSet, temperature: float) -> dict[int, np.ndarray]:
+    """Row index -> calibrated class probabilities for the rows of `data`."""
+    if len(data) == 0:
+        return {}
+    preds = trainer.predict(data)
+    probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
+    return dict(zip(data.rows.tolist(), probs))
+
+
+def _every_row_probs(n: int, classes: int, known: dict[int, np.ndarray]) -> np.ndarray:
+    every = np.full((n, classes), np.nan, dtype=np.float32)
+    for i, row in known.items():
+        every[i] = row
+    return every
+
+
+def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray) -> tuple[corrections.Corrections, dict]:
+    """The posterior rule, validated on the verified holdout (see evidence.py): it changes nothing when the holdout
+    shows no gain, and reports the estimated label accuracy before and after."""
+    ds, verified = prepared.dataset, prepared.verified
+    ids = sorted(verified)
+    verified_labels = np.array([verified[i] for i in ids], dtype=np.int64)
+    held_labels = np.array([verified[i] for i in prepared.holdout], dtype=np.int64)
+    em = corrections.estimate_transition(probs, given, probs.shape[1])
+    judged = evidence.judge(probs, given, holdout_probs, held_labels, ds.labels[prepared.holdout], verified_labels,
+                            ds.labels[ids], em)
+    return corrections.Corrections(judged.labels, judged.confidence, judged.distribution), judged.report
