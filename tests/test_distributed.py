@@ -81,6 +81,23 @@ def test_two_processes_clean_like_one(noisy_folder, tmp_path_factory):
     assert not list(noisy_folder["tmp"].glob(".two*")), "a staging folder was left behind"
 
 
+def test_two_processes_cross_fit_like_one(noisy_folder):
+    """correct.cross_fit under --nproc: every process trains its share of each fold's pair, rank 0 decides."""
+    base = [sys.executable, "-m", "emlc_cli", "clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]),
+            "--recipe", "quick", *TINY, "correct.cross_fit=2", "--device", "cpu"]
+    one, two = noisy_folder["tmp"] / "cf-one", noisy_folder["tmp"] / "cf-two"
+    done = subprocess.run([*base, "--out", str(two), "--nproc", "2"], env=worker_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cross-fit fold 2/2" in done.stderr + done.stdout
+    subprocess.run([*base, "--out", str(one), "-q"], env=worker_env(), check=True, timeout=300)
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["cross_fit"] == 2 and summary["processes"]["max_weight_difference"] == 0.0
+    acc_one, _ = label_accuracy(one, noisy_folder["truth"])
+    acc_two, _ = label_accuracy(two, noisy_folder["truth"])
+    assert acc_two >= acc_one - ACCURACY_TOLERANCE, (acc_one, acc_two)
+
+
 def test_nproc_passes_the_rest_of_the_command_line():
     argv = ["/bin/emlc", "clean", "data", "--nproc", "4", "--clean", "c.csv", "--nproc=2", "-q"]
     assert command_args("clean", argv) == ["clean", "data", "--clean", "c.csv", "-q"]
