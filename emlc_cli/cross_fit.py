@@ -21,6 +21,12 @@ from emlc_cli.data.loaders import TensorSet
 from emlc_cli.reports import FoldReport
 
 
+def folds_for(requested: int, rows: int) -> int:
+    """The folds actually used: at most one per noisy row, and none (0) when fewer than 2 remain."""
+    folds = min(requested, rows)
+    return folds if folds >= 2 else 0
+
+
 def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
     """Each of n rows' fold, balanced (sizes differ by at most one) and shuffled by `seed`."""
     order = np.random.default_rng(seed).permutation(n)

@@ -35,9 +35,10 @@ def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.
     confidence), never the N x C probabilities."""
     given = prepared.dataset.labels[noisy_idx]
     pool = TensorSet(images, torch.from_numpy(given), torch.as_tensor(noisy_idx, dtype=torch.long))
-    if recipe.correct.cross_fit >= 2:
+    folds = cross_fit.folds_for(recipe.correct.cross_fit, len(noisy_idx))
+    if folds:
         preds, held = cross_fit.cross_fitted(lambda part, k: _fold_trainer(trainer, part, seed, k), pool, trainer.holdout,
-                                             recipe.correct.cross_fit, seed, emit)
+                                             folds, seed, emit)
     else:
         preds, held = trainer.predict_to_main(pool), None
     decided: list[Result] = []

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from emlc_cli.cross_fit import cross_fitted, fold_of
+from emlc_cli.cross_fit import cross_fitted, fold_of, folds_for
 from emlc_cli.data.loaders import TensorSet
 from emlc_cli.recipe import RecipeError, load_recipe
 from emlc_cli.reports import FoldReport
@@ -54,6 +54,22 @@ def test_each_row_is_predicted_by_the_fold_model_that_did_not_train_on_it():
         assert preds["student_probs"][i, row] == 0  # its model never saw it
         assert preds["student_probs"][i].sum() == 20  # ... and saw the other two folds
     assert (held["row"][:, 0].astype(int) == np.arange(7)).all()
+
+
+def test_a_pool_too_small_for_its_folds_gets_fewer_or_none():
+    assert [folds_for(5, rows) for rows in (100, 5, 3, 1, 0)] == [5, 5, 3, 0, 0]
+    assert folds_for(0, 100) == 0
+
+
+def test_a_features_run_with_a_single_noisy_image_is_not_cross_fitted():
+    from emlc_cli import api
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 21)
+    x = (np.eye(3)[truth] * 3 + rng.normal(0, 1, (21, 3))).astype(np.float32)
+    run = api.clean(x, {str(i): f"c{truth[i]}" for i in range(20)}, recipe="features", labels=[f"c{t}" for t in truth],
+                    device="cpu", overrides=["train.epochs=4"])
+    assert run.summary["cross_fit"] == 0 and run.summary["noisy"] == 1
 
 
 def test_an_empty_holdout_gives_no_holdout_predictions():
