@@ -48,13 +48,13 @@ def cross_fitted(make_trainer: Callable[[TensorSet, int], Any], noisy: TensorSet
     pool_fold, held_fold = fold_of(len(noisy), folds, seed), fold_of(len(holdout), folds, seed + 1)
     pool_parts, held_parts = [], []
     for k in range(folds):
-        started = time.perf_counter()
-        trainer = make_trainer(subset(noisy, pool_fold != k), k)
+        started, scored, held = time.perf_counter(), pool_fold == k, held_fold == k
+        trainer = make_trainer(subset(noisy, ~scored), k)
         for _ in trainer.run():
             pass
-        pool_parts.append(trainer.predict_to_main(subset(noisy, pool_fold == k)))
-        held_parts.append(trainer.predict_to_main(subset(holdout, held_fold == k)) if (held_fold == k).any() else None)
-        emit(FoldReport(k, folds, int((pool_fold == k).sum()), time.perf_counter() - started))
+        pool_parts.append(trainer.predict_to_main(subset(noisy, scored)))
+        held_parts.append(trainer.predict_to_main(subset(holdout, held)) if held.any() else None)
+        emit(FoldReport(k, folds, int(scored.sum()), time.perf_counter() - started))
     if not distributed.world().is_main:
         return None, None
     return _assemble(pool_parts, pool_fold), _assemble(held_parts, held_fold)

@@ -26,6 +26,7 @@ class Result:
     to_verify: list[list[Any]] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     probs: np.ndarray | None = None  # N x C, run_folder.PROBS_MEANING; NaN for skipped images
+    cross_fit: int = 0  # folds whose out-of-fold predictions the decision read (0: the run's own student)
 
 
 def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int],
@@ -48,7 +49,9 @@ def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.
         return decided[0].labels, decided[0].confidence, decided[0].temperature
 
     labels, confidence, temperature = distributed.on_main(on_rank0)
-    return decided[0] if decided else Result(labels, confidence, temperature)
+    result = decided[0] if decided else Result(labels, confidence, temperature)
+    result.cross_fit = folds
+    return result
 
 
 def _fold_trainer(trainer: MetaTrainer, part: TensorSet, seed: int, fold: int) -> MetaTrainer:
@@ -71,9 +74,7 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_id
     probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
     holdout_probs = corrections.softmax(holdout_log / temperature)
     if recipe.correct.rule == "posterior":
-        fixed, report = _guarded(prepared, probs, given, holdout_probs)
-        if held is not None and report.get("given") and report["source"].startswith("model"):
-            report["source"] = evidence.CROSS_FITTED_SOURCE
+        fixed, report = _guarded(prepared, probs, given, holdout_probs, cross_fitted=held is not None)
     else:
         fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct), {}
     labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
@@ -103,7 +104,8 @@ def _every_row_probs(n: int, classes: int, known: dict[int, np.ndarray]) -> np.n
     return every
 
 
-def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray) -> tuple[corrections.Corrections, dict]:
+def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray,
+             cross_fitted: bool = False) -> tuple[corrections.Corrections, dict]:
     """The posterior rule, validated on the verified holdout (see evidence.py): it changes nothing when the holdout
     shows no gain, and reports the estimated label accuracy before and after."""
     ds, verified = prepared.dataset, prepared.verified
@@ -112,5 +114,5 @@ def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_p
     held_labels = np.array([verified[i] for i in prepared.holdout], dtype=np.int64)
     em = corrections.estimate_transition(probs, given, probs.shape[1])
     judged = evidence.judge(probs, given, holdout_probs, held_labels, ds.labels[prepared.holdout], verified_labels,
-                            ds.labels[ids], em)
+                            ds.labels[ids], em, cross_fitted)
     return corrections.Corrections(judged.labels, judged.confidence, judged.distribution), judged.report

@@ -21,6 +21,8 @@ Z = 1.96  # two-sided 95 % intervals
 Z_ONE_SIDED = 1.645  # a margin is used only when its gain is above zero with 95 % confidence
 Z_SMALL, SMALL_HOLDOUT = 2.326, 50  # 99 % below 50 images: there the spread itself is estimated from few, mostly-zero gains
 MODEL_OPTIMISM = 0.15  # the model-based given accuracy read up to 13.9 points above the truth (benchmarks/RESULTS.md)
+MODEL_SOURCE = ("model (noise transition estimated from the noisy pool; reads optimistic by up to 14 points in our "
+                "benchmarks, which the interval's low end allows for)")
 CROSS_FITTED_SOURCE = ("model, cross-fitted (noise transition estimated from predictions of models that never trained on "
                        "the images they judged; read 3 points optimistic in our benchmarks, where the in-sample "
                        "student read 10)")
@@ -192,12 +194,13 @@ class Judgement:
 
 
 def judge(probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, holdout_labels: np.ndarray,
-          holdout_given: np.ndarray, verified_labels: np.ndarray, verified_given: np.ndarray, em: np.ndarray) -> Judgement:
+          holdout_given: np.ndarray, verified_labels: np.ndarray, verified_given: np.ndarray, em: np.ndarray,
+          cross_fitted: bool = False) -> Judgement:
     """Relabel the noisy pool only as far as the holdout shows it helps; estimate label accuracy before and after.
 
     `probs`/`holdout_probs`: calibrated class probabilities of the pool / the verified holdout; `*_given`: the
     labels those images carry in DATA; `verified_labels`: every verified image's verified label; `em`: the EM
-    transition estimate from the pool."""
+    transition estimate from the pool; `cross_fitted`: the probabilities are out-of-fold (cross_fit.py)."""
     counts = pair_counts(verified_labels, verified_given, em.shape[0])
     pairs = in_place(counts)
     transitions = candidate_transitions(em, counts, pairs)
@@ -208,12 +211,13 @@ def judge(probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, holdo
     rows = np.arange(len(given))
     confidence = dist[rows, labels]
     pool_gain = float(np.mean(dist[rows, labels] - dist[rows, given])) if len(given) else 0.0
-    report = accuracy_report(counts, pairs, em, verified_labels, decision, pool_gain, int(np.sum(labels != given)))
+    report = accuracy_report(counts, pairs, em, verified_labels, decision, pool_gain, int(np.sum(labels != given)),
+                             cross_fitted)
     return Judgement(labels, confidence, dist, transition, decision, report)
 
 
 def accuracy_report(counts: np.ndarray, pairs: bool, em: np.ndarray, verified_labels: np.ndarray,
-                    decision: Decision, pool_gain: float, changed: int) -> dict:
+                    decision: Decision, pool_gain: float, changed: int, cross_fitted: bool = False) -> dict:
     """Estimated label accuracy of the given and corrected labels, with 95 % intervals.
 
     Given: the in-place pairs' agreement (model-free), else the EM transition's diagonal (model-based; it reads
@@ -230,8 +234,7 @@ def accuracy_report(counts: np.ndarray, pairs: bool, em: np.ndarray, verified_la
     elif too_weak:  # a model too weak to correct is too weak to measure the noise: say so, not a number
         return _unknown_accuracy(decision, from_model, changed)
     else:
-        given, source = from_model, ("model (noise transition estimated from the noisy pool; reads optimistic by up "
-                                     "to 14 points in our benchmarks, which the interval's low end allows for)")
+        given, source = from_model, CROSS_FITTED_SOURCE if cross_fitted else MODEL_SOURCE
         low, high = wilson(given * n, n)
         low = max(0.0, min(low, given - MODEL_OPTIMISM))
     spread, gain = Z * decision.gain_se, min(pool_gain, decision.gain)

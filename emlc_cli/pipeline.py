@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from emlc_cli import __version__, cross_fit, decision, distributed, features, metrics, run_folder, runlog
+from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog
 from emlc_cli import resume as resume_checks
 from emlc_cli.data.cache import image_cache
 from emlc_cli.data.labeled import LabeledImages
@@ -322,7 +322,7 @@ def _summary(prepared: Prepared, result: decision.Result, trainer: MetaTrainer, 
         "classes": classes, "change_matrix": metrics.change_matrix(given, fixed, len(classes)),
         "epochs": [{**vars(e), "epoch": e.epoch + 1} for e in trainer.history],  # numbered from 1, as the console
         "best_holdout_score": trainer.best_score,
-        "temperature": result.temperature, "rule": recipe.correct.rule, "cross_fit": cross_fit.folds_for(recipe.correct.cross_fit, len(noisy_idx)),
+        "temperature": result.temperature, "rule": recipe.correct.rule, "cross_fit": result.cross_fit,
         "warnings": prepared.warnings + ([_too_weak_warning(result.evidence)] if result.evidence.get("too_weak") else []),
         "skipped": {ds.paths[i]: reason for i, reason in skipped.items()}, "ignored_files": ds.ignored_files,
         "train_seconds": round(train_seconds, 2),
