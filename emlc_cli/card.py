@@ -55,7 +55,23 @@ class CardInfo:
             raise DataError(f"--card-notes: cannot read ({err.strerror or err})", path=path) from None
 
 
-def dataset_card(run: Path, dataset: Any, split: str, shards: list[Path], record: dict[str, Any],
+@dataclass
+class ShardSizes:
+    """What the card says about the data's size, added up shard by shard as each is written (a push deletes a
+    shard once it is uploaded). `download`: the files' bytes; `uncompressed`: the data as the shards hold it,
+    images embedded, from each Parquet footer: what `dataset_size` means (an image folder's table holds paths)."""
+    download: int = 0
+    uncompressed: int = 0
+
+    def add(self, shard: Path) -> None:
+        import pyarrow.parquet as pq
+
+        footer = pq.ParquetFile(shard).metadata
+        self.download += shard.stat().st_size
+        self.uncompressed += sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
+
+
+def dataset_card(run: Path, dataset: Any, split: str, sizes: ShardSizes, record: dict[str, Any],
                  card: Optional[CardInfo] = None) -> str:
     """README.md: YAML metadata (features with the class names, splits, configs, tags, size, source, licence) and
     a body with the notes, the cleaning summary, the change matrix, the recipe and the command. A card is public:
@@ -64,21 +80,8 @@ def dataset_card(run: Path, dataset: Any, split: str, shards: list[Path], record
     summary_file = run / run_folder.SUMMARY
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
     recipe = public_text(run_folder.read_recipe_text(run))
-    yaml = card_yaml(dataset, split, sum(p.stat().st_size for p in shards), record, card.license,
-                     dataset_size=uncompressed_bytes(shards))
+    yaml = card_yaml(dataset, split, sizes.download, record, card.license, dataset_size=sizes.uncompressed)
     return f"---\n{yaml}---\n\n{card_body(dataset, summary, recipe, record, card.notes())}"
-
-
-def uncompressed_bytes(shards: list[Path]) -> int:
-    """The data's size as the shards hold it, uncompressed (the images embedded): what `dataset_size` means.
-    Read from each Parquet footer; the in-memory table of an image folder holds only paths."""
-    import pyarrow.parquet as pq
-
-    total = 0
-    for shard in shards:
-        footer = pq.ParquetFile(shard).metadata
-        total += sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
-    return total
 
 
 def card_yaml(dataset: Any, split: str, download_size: int, record: dict[str, Any], license: Optional[str] = None,

@@ -6,16 +6,17 @@ never logged, printed, or written to any file, and is redacted from error messag
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from emlc_cli import __version__, run_folder
-from emlc_cli.card import CardInfo, dataset_card
+from emlc_cli.card import CardInfo, ShardSizes, dataset_card
 from emlc_cli.data.huggingface import open_dataset
 from emlc_cli.data.kinds import load_source, run_source
 from emlc_cli.data.labeled import LabeledImages
@@ -110,26 +111,31 @@ def write_hub_layout(run: Path, dest: Path, overwrite: bool = False, data: Optio
     local = None if record.get("kind") == "hub" else Path(record.get("location") or record["root"])
     check_out_dir(Path(dest), local, overwrite, protect=run_inputs(run), option=option)
     dataset, split, record = cleaned_dataset(run, data)
+    sizes = ShardSizes()
     with RunDir(Path(dest), kind="export", option=option) as staged:
         with staged.writing(staged.path / "data"):
-            shards = write_shards(dataset, staged.path / "data", split)
-        staged.write_text("README.md", dataset_card(Path(run), dataset, split, shards, record, card))
+            names = [_written(path, sizes).name for path in iter_shards(dataset, staged.path / "data", split)]
+        staged.write_text("README.md", dataset_card(Path(run), dataset, split, sizes, record, card))
         final = staged.commit()
-    files = ["README.md", *(f"data/{p.name}" for p in shards)]
-    return Published(str(final), len(dataset), sum(dataset["label_changed"]), sum(dataset["label_verified"]), files)
+    return Published(str(final), len(dataset), sum(dataset["label_changed"]), sum(dataset["label_verified"]),
+                     ["README.md", *(f"data/{name}" for name in names)])
 
 
-def write_shards(dataset: Any, folder: Path, split: str) -> list[Path]:
-    """Parquet shards of at most ~500 MB, with image files embedded as bytes (as push_to_hub writes them)."""
+def _written(path: Path, sizes: ShardSizes) -> Path:
+    sizes.add(path)
+    return path
+
+
+def iter_shards(dataset: Any, folder: Path, split: str) -> Iterator[Path]:
+    """Parquet shards of at most ~500 MB, with image files embedded as bytes (as push_to_hub writes them), written
+    one at a time when asked for: a caller that uploads and removes each before taking the next holds one on disk."""
     folder.mkdir(parents=True, exist_ok=True)
     count = int(dataset._estimate_nbytes() / MAX_SHARD_BYTES) + 1
-    paths = []
     for index in range(count):
         shard = _embedded(dataset.shard(num_shards=count, index=index, contiguous=True))
         path = folder / f"{split}-{index:05d}-of-{count:05d}.parquet"
         shard.to_parquet(str(path))
-        paths.append(path)
-    return paths
+        yield path
 
 
 def _embedded(shard: Any) -> Any:
@@ -155,23 +161,71 @@ def resolve_token(token: Optional[str]) -> str:
 
 def push_to_hub(run: Path, repo: str, private: bool = False, token: Optional[str] = None,
                 branch: Optional[str] = None, data: Optional[str] = None, card: Optional[CardInfo] = None) -> Published:
-    """Create the dataset repo if needed and upload the Hub layout (shards + card) in one commit."""
+    """Create the dataset repo if needed, upload the shards one by one from the source, and commit them with the
+    card in one commit that also removes the split's stale shards. No full local copy is made: each shard is
+    written to a temporary file, uploaded to LFS storage and removed before the next is written."""
     if not REPO_ID.match(repo):
         raise HubError(f"--repo '{repo}': expected owner/name")
     card = (card or CardInfo()).checked()
     run_source(run, data)  # a moved data folder is one line before any token is looked up
     secret = resolve_token(token)
+    dataset, split, record = cleaned_dataset(run, data)
+    try:
+        return _push(Path(run), dataset, split, record, _Target(repo, secret, private, branch), card)
+    except EmlcError:
+        raise
+    except Exception as err:  # httpx / huggingface_hub errors: one line, token redacted
+        raise _hub_error(repo, err, secret) from None
+
+
+@dataclass
+class _Target:
+    repo: str
+    secret: str = field(repr=False)
+    private: bool
+    branch: Optional[str]
+
+
+def _push(run: Path, dataset: Any, split: str, record: dict[str, Any], to: _Target, card: CardInfo) -> Published:
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(token=to.secret, library_name="emlc", library_version=__version__)
+    api.create_repo(to.repo, repo_type="dataset", private=True if to.private else None, exist_ok=True)
+    if to.branch:
+        api.create_branch(to.repo, repo_type="dataset", branch=to.branch, exist_ok=True)
+    sizes = ShardSizes()
     with tempfile.TemporaryDirectory(prefix="emlc-push-") as tmp:
-        layout = write_hub_layout(run, Path(tmp) / "dataset", data=data, card=card)
-        split = run_folder.read_source_record(run).get("split") or "train"
-        try:
-            url = _upload(Path(layout.location), repo, secret, private, branch, split, layout)
-        except EmlcError:
-            raise
-        except Exception as err:  # httpx / huggingface_hub errors: one line, token redacted
-            raise _hub_error(repo, err, secret) from None
-    layout.location = url
-    return layout
+        shards = [_uploaded(api, to, path, sizes) for path in iter_shards(dataset, Path(tmp), split)]
+        readme = CommitOperationAdd("README.md", dataset_card(run, dataset, split, sizes, record, card).encode())
+        operations = [*shards, readme, *_stale_shards(api, to, split, {op.path_in_repo for op in shards})]
+        changed = sum(dataset["label_changed"])
+        log.info("committing %d shards and the card to %s", len(shards), to.repo)
+        info = api.create_commit(to.repo, operations, repo_type="dataset", revision=to.branch,
+                                 commit_message=f"emlc: cleaned labels ({changed} of {len(dataset)} changed)")
+    url = str(getattr(info, "commit_url", None) or f"{api.endpoint}/datasets/{to.repo}")
+    return Published(url, len(dataset), changed, sum(dataset["label_verified"]), [op.path_in_repo for op in (*shards, readme)])
+
+
+def _uploaded(api: Any, to: _Target, path: Path, sizes: ShardSizes) -> Any:
+    """One shard preuploaded; once the Hub holds it in LFS storage the commit only names it by its hash, so the
+    local file is removed. A shard the Hub takes inline ("regular") stays until the commit reads it."""
+    from huggingface_hub import CommitOperationAdd
+
+    sizes.add(path)
+    operation = CommitOperationAdd(path_in_repo=f"data/{path.name}", path_or_fileobj=str(path))
+    log.info("uploading %s (%d bytes) to %s", operation.path_in_repo, path.stat().st_size, to.repo)
+    api.preupload_lfs_files(to.repo, additions=[operation], repo_type="dataset", revision=to.branch)
+    if getattr(operation, "_is_uploaded", False):
+        path.unlink()
+    return operation
+
+
+def _stale_shards(api: Any, to: _Target, split: str, kept: set[str]) -> list[Any]:
+    """Deletions of the split's shards from an earlier push that this one does not overwrite."""
+    from huggingface_hub import CommitOperationDelete
+
+    present = api.list_repo_files(to.repo, repo_type="dataset", revision=to.branch)
+    return [CommitOperationDelete(p) for p in present if fnmatch.fnmatch(p, f"data/{split}-*") and p not in kept]
 
 
 def _hub_error(repo: str, err: Exception, secret: str) -> HubError:
@@ -180,17 +234,3 @@ def _hub_error(repo: str, err: Exception, secret: str) -> HubError:
     message = f"{first} {server}" if server and server not in first else first
     register_secret(secret)
     return HubError(f"push to {repo} failed ({type(err).__name__}: {redact(message)[:400]})")
-
-
-def _upload(folder: Path, repo: str, secret: str, private: bool, branch: Optional[str], split: str, layout: Published) -> str:
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=secret, library_name="emlc", library_version=__version__)
-    api.create_repo(repo, repo_type="dataset", private=True if private else None, exist_ok=True)
-    if branch:
-        api.create_branch(repo, repo_type="dataset", branch=branch, exist_ok=True)
-    log.info("uploading %d files to %s", len(layout.files), repo)
-    info = api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(folder), revision=branch,
-                             commit_message=f"emlc: cleaned labels ({layout.changed} of {layout.rows} changed)",
-                             delete_patterns=[f"data/{split}-*"], ignore_patterns=[f"{m}*" for m in run_folder.MARKERS.values()])
-    return str(getattr(info, "commit_url", None) or f"{api.endpoint}/datasets/{repo}")

@@ -1,8 +1,10 @@
 """A fake Hugging Face Hub for tests: stdlib http.server on 127.0.0.1, in a thread, answering the few routes a
-dataset upload uses (create repo, branch, validate-yaml, preupload -> "regular", tree, revision, commit).
+dataset upload uses (create repo, branch, validate-yaml, preupload, tree, revision, commit), and, with `lfs`
+set, the legacy LFS batch + PUT upload for .parquet files (as the real Hub stores them).
 
 Commits are kept in memory, decoded: `server.commits[i]["files"][path] -> bytes`. Every request's method,
-path and Authorization header are recorded. Bodies are capped; unknown routes get a 404.
+path and Authorization header are recorded. `on_upload(oid)` is called as each LFS object arrives, before the
+reply, so a test can look at the client's side at that moment. Bodies are capped; unknown routes get a 404.
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ class FakeHub(ThreadingHTTPServer):
         self.repos: dict[str, dict[str, Any]] = {}
         self.commits: list[dict[str, Any]] = []
         self.refuse: str | None = None  # when set, creating a repo answers 403 with this message
+        self.lfs = False  # when set, .parquet files are preuploaded as LFS objects
+        self.refuse_upload: str | None = None  # when set, LFS uploads answer 403 with this message
+        self.blobs: dict[str, bytes] = {}
+        self.on_upload: Any = None
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -61,6 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._dispatch("HEAD")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
 
     def _dispatch(self, method: str) -> None:
         body = self._body()
@@ -107,7 +116,26 @@ def _branch(hub: FakeHub, body: bytes, repo: str, branch: str) -> tuple[int, Any
 
 def _preupload(hub: FakeHub, body: bytes, repo: str, revision: str) -> tuple[int, Any]:
     files = json.loads(body)["files"]
-    return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+    mode = lambda path: "lfs" if hub.lfs and path.endswith(".parquet") else "regular"  # noqa: E731
+    return 200, {"files": [{"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False} for f in files]}
+
+
+def _lfs_batch(hub: FakeHub, body: bytes, repo: str) -> tuple[int, Any]:
+    objects = json.loads(body)["objects"]
+    return 200, {"transfer": "basic", "objects": [
+        {"oid": o["oid"], "size": o["size"], "actions": {"upload": {"href": f"{hub.url}/lfs-upload/{o['oid']}"}}}
+        for o in objects]}
+
+
+def _lfs_upload(hub: FakeHub, body: bytes, oid: str) -> tuple[int, Any]:
+    if hub.refuse_upload:
+        return 403, {"error": hub.refuse_upload}
+    if hashlib.sha256(body).hexdigest() != oid:
+        return 400, {"error": "fake hub: content does not match its oid"}
+    hub.blobs[oid] = body
+    if hub.on_upload:
+        hub.on_upload(oid)
+    return 200, {}
 
 
 def _tree(hub: FakeHub, body: bytes, repo: str, revision: str) -> tuple[int, Any]:
@@ -123,13 +151,16 @@ def _revision(hub: FakeHub, body: bytes, repo: str, revision: str) -> tuple[int,
 
 def _commit(hub: FakeHub, body: bytes, repo: str, revision: str) -> tuple[int, Any]:
     lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
-    commit: dict[str, Any] = {"repo": repo, "revision": revision, "files": {}, "deleted": [], "header": {}}
+    commit: dict[str, Any] = {"repo": repo, "revision": revision, "files": {}, "deleted": [], "header": {}, "lfs": []}
     for line in lines:
         value = line["value"]
         if line["key"] == "header":
             commit["header"] = value
         elif line["key"] == "file":
             commit["files"][value["path"]] = base64.b64decode(value["content"])
+        elif line["key"] == "lfsFile" and value["oid"] in hub.blobs:
+            commit["files"][value["path"]] = hub.blobs[value["oid"]]
+            commit["lfs"].append(value["path"])
         elif line["key"] in ("deletedFile", "deletedFolder"):
             commit["deleted"].append(value["path"])
         else:
@@ -151,4 +182,6 @@ ROUTES = [
     ("GET", REPO + r"/tree/(?P<revision>[^/]+)(?:/.*)?", _tree),
     ("GET", REPO + r"/revision/(?P<revision>[^/]+)", _revision),
     ("POST", REPO + r"/commit/(?P<revision>[^/]+)", _commit),
+    ("POST", r"/datasets/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", _lfs_batch),
+    ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", _lfs_upload),
 ]

@@ -121,6 +121,50 @@ def test_private_flag_reaches_the_create_request(hub, feature_run):
     assert created["type"] == "dataset"
 
 
+def _three_shards(monkeypatch, run: Path, tmp_path: Path) -> Path:
+    """Shards small enough that the run's dataset takes three, and temporary files under a folder the test sees."""
+    import tempfile
+
+    from emlc_cli import hub as hub_module
+
+    estimate = hub_module.cleaned_dataset(run)[0]._estimate_nbytes()
+    monkeypatch.setattr(hub_module, "MAX_SHARD_BYTES", estimate / 2.5)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    return scratch
+
+
+def test_push_uploads_shard_by_shard_without_a_full_local_copy(hub, feature_run, monkeypatch, tmp_path):
+    scratch = _three_shards(monkeypatch, feature_run, tmp_path)
+    hub.lfs = True
+    on_disk: list[list[str]] = []  # the shard files on the client's disk as each shard reaches the Hub
+    hub.on_upload = lambda oid: on_disk.append(sorted(p.name for p in scratch.rglob("*.parquet")))
+    result = runner.invoke(app, ["push", str(feature_run), "--repo", "someone/sharded", "--token", TOKEN])
+    assert result.exit_code == 0, result.output
+    assert on_disk == [[f"train-0000{i}-of-00003.parquet"] for i in range(3)]
+    assert list(scratch.iterdir()) == []
+    commit = hub.commits[-1]
+    assert len(hub.commits) == 1 and commit["lfs"] == [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
+    tables = [pq.read_table(io.BytesIO(commit["files"][name])) for name in commit["lfs"]]
+    rows = _corrected(feature_run)
+    labels = [CLASSES[v] for t in tables for v in t.column("label").to_pylist()]
+    assert labels == [r["corrected_label"] for r in rows]
+    card = commit["files"]["README.md"].decode()
+    assert f"download_size: {sum(len(commit['files'][name]) for name in commit['lfs'])}" in card
+
+
+def test_a_refused_shard_upload_is_one_line_and_leaves_no_commit_and_no_files(hub, feature_run, monkeypatch, tmp_path):
+    scratch = _three_shards(monkeypatch, feature_run, tmp_path)
+    hub.lfs, hub.refuse_upload = True, f"quota exceeded for {TOKEN}"
+    result = runner.invoke(app, ["push", str(feature_run), "--repo", "someone/full", "--token", TOKEN])
+    assert result.exit_code == 2, result.output
+    assert "push to someone/full failed" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert hub.commits == [] and list(scratch.iterdir()) == []
+    _assert_token_nowhere(TOKEN, result.output)
+
+
 def test_hub_errors_are_one_line_and_redact_the_token(hub, feature_run):
     hub.refuse = f"token {TOKEN} may not write here"
     result = runner.invoke(app, ["push", str(feature_run), "--repo", "someone/forbidden", "--token", TOKEN])
