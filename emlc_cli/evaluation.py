@@ -75,7 +75,7 @@ def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, An
     if unknown:
         raise DataError(f"class '{unknown[0]}' is not a class of the run ({', '.join(config['classes'])})", path=data)
     truth = np.array([config["classes"].index(dataset.classes[l]) for l in dataset.labels])
-    images, bad = decode_images(dataset, config["input_size"])
+    images, bad = decode_images(dataset, config["input_size"], resize=config.get("resize", "stretch"))
     if images.ndim == 2 and images.shape[1] != config.get("in_features"):
         raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length {config.get('in_features')}", path=data)
     keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])

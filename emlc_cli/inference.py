@@ -27,7 +27,7 @@ def predict_run(run: Path, spec: SourceSpec, device: str = "auto") -> tuple[list
     model, config = load_student(run, torch_device)
     dataset = _readable(spec)
     check_model_input(dataset, (config.get("frozen_backbone") or config)["architecture"])
-    images, bad = decode_images(dataset, config["input_size"])
+    images, bad = decode_images(dataset, config["input_size"], resize=config.get("resize", "stretch"))
     if images.ndim == 2 and images.shape[1] != config.get("in_features"):
         raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length "
                         f"{config.get('in_features')}", path=spec.location)

@@ -314,6 +314,8 @@ def check_model_config(config: Any, state: dict[str, Any], path: Path) -> None:
         raise DataError(f"key 'classes' must list {count} class names (num_classes), got {len(classes)}", path=path)
     if not isinstance(config.get("in_features", 0), int) or isinstance(config.get("in_features"), bool):
         raise DataError("key 'in_features' must be an integer", path=path)
+    if config.get("resize", "stretch") not in ("stretch", "crop"):  # absent in checkpoints from before data.resize
+        raise DataError(f"key 'resize' must be 'stretch' or 'crop', got {config['resize']!r:.60}", path=path)
     frozen = config.get("frozen_backbone")
     if frozen is not None and not (isinstance(frozen, dict) and isinstance(frozen.get("architecture"), str)
                                    and isinstance(frozen.get("small_stem"), bool)):

@@ -129,7 +129,8 @@ def _model_inputs(prepared: Prepared, recipe: Recipe, strict: bool, device: torc
     ds, data = prepared.dataset, recipe.data
     with contextlib.ExitStack() as stack:  # an mmap cache lives until the run is written
         with watch("decode"):
-            images, bad = stack.enter_context(image_cache(ds, data.image_size, data.decode_workers, data.cache, device, out.parent))
+            images, bad = stack.enter_context(image_cache(ds, data.image_size, data.decode_workers, data.cache, device, out.parent,
+                                                                data.resize))
         skipped = _check_unreadable(prepared, bad, strict)
         noisy_idx = [i for i in prepared.noisy if i not in skipped]
         if not recipe.model.freeze_backbone:
@@ -300,7 +301,7 @@ def _model_config(classes: list[str], recipe: Recipe, in_features: int = 0) -> d
     return {
         "architecture": m.backbone, "width": m.width, "small_stem": m.small_stem, "num_classes": len(classes),
         "in_features": in_features,
-        "classes": classes, "input_size": recipe.data.image_size, "mean": list(MEAN), "std": list(STD),
+        "classes": classes, "input_size": recipe.data.image_size, "resize": recipe.data.resize, "mean": list(MEAN), "std": list(STD),
         "enhancer_hidden": m.enhancer_hidden, "label_embedding": m.label_embedding, "emlc_version": __version__,
     }
 

@@ -32,6 +32,7 @@ class DataConfig:
     augment: Literal["none", "flip", "crop_flip"] = "crop_flip"
     decode_workers: int = 0
     cache: Literal["auto", "device", "memory", "mmap"] = "auto"
+    resize: Literal["stretch", "crop"] = "stretch"  # crop: the centred square of the shorter side, aspect kept
 
 
 @dataclass(frozen=True)

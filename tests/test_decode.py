@@ -1,5 +1,6 @@
 """Decoding: torchvision's batched JPEG path gives Pillow's pixels, bad files in a batch are named and the rest
-decoded, large JPEGs use DCT scaling within a pixel or two of a full decode, datasets are read in Arrow slices."""
+decoded, large JPEGs use DCT scaling within a pixel or two of a full decode, datasets are read in Arrow slices,
+and `data.resize: crop` keeps the aspect ratio where "stretch" squashes."""
 from __future__ import annotations
 
 import io
@@ -84,3 +85,35 @@ def test_a_dataset_is_read_in_arrow_slices_with_the_same_pixels(tmp_path, jpegs)
     assert bad == [] and images.shape == (len(files), 3, 16, 16)
     with data.open(7) as opened:
         assert torch.equal(images[7], torch.from_numpy(np.array(opened.convert("RGB"))).permute(2, 0, 1))
+
+
+def _wide_image(folder, size_x=96, size_y=32):
+    """Three vertical bands, red | green | blue, each size_y wide: a centred square crop is all green."""
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    pixels = np.zeros((size_y, size_x, 3), dtype=np.uint8)
+    third = size_x // 3
+    pixels[:, :third, 0] = pixels[:, third: 2 * third, 1] = pixels[:, 2 * third:, 2] = 255
+    Image.fromarray(pixels).save(folder / "a" / "wide.png")
+    Image.fromarray(pixels.transpose(1, 0, 2).copy()).save(folder / "b" / "tall.png")
+    return load_image_folder(folder)
+
+
+def test_crop_keeps_the_aspect_ratio_where_stretch_squashes(tmp_path):
+    data = _wide_image(tmp_path / "bands")
+    cropped, bad = decode.decode_images(data, 16, resize="crop")
+    stretched, _ = decode.decode_images(data, 16)
+    assert bad == []
+    for image in cropped:  # the centre third, green, fills the whole square for the wide and the tall image
+        assert image[1].float().mean() > 250 and image[0].float().mean() < 5 and image[2].float().mean() < 5
+    for image in stretched:  # all three bands, squashed
+        assert all(image[c].float().mean() > 60 for c in range(3))
+    with pytest.raises(ValueError, match="resize must be one of"):
+        decode.decode_images(data, 16, resize="fit")
+
+
+def test_the_resize_is_part_of_the_store_key_and_stretch_keeps_old_keys(tmp_path):
+    from emlc_cli.data import store
+
+    data = _wide_image(tmp_path / "bands")
+    assert store.key_for(data, 16) == store.key_for(data, 16, "stretch") != store.key_for(data, 16, "crop")

@@ -356,6 +356,8 @@ def test_tampered_student_files_are_one_line(noisy_folder, image_run, tmp_path):
     one_line_error(runner.invoke(app, evaluate), "student.json", "'classes'")
     _student(image_run, width=24)
     one_line_error(runner.invoke(app, evaluate), "student.json", "does not match its weights")
+    _student(image_run, resize="squash")
+    one_line_error(runner.invoke(app, evaluate), "student.json", "key 'resize' must be 'stretch' or 'crop'")
 
 
 @pytest.mark.parametrize("key, value", [("classes", 3), ("change_matrix", [[1, "x"], [0, 1]]), ("estimated_noise_rate", "high"),

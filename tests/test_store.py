@@ -29,9 +29,9 @@ def decodes(monkeypatch):
     count = {"images": 0}
     real = cache_mod.decode_images
 
-    def counting(ds, size, workers=0, rows=None, out=None):
+    def counting(ds, size, workers=0, rows=None, out=None, resize="stretch"):
         count["images"] += len(rows if rows is not None else range(len(ds)))
-        return real(ds, size, workers, rows, out)
+        return real(ds, size, workers, rows, out, resize)
 
     monkeypatch.setattr(cache_mod, "decode_images", counting)
     return count
@@ -198,3 +198,20 @@ def test_a_damaged_entry_holding_other_files_is_left_alone(noisy_folder, caplog)
     assert again.any() and (entry.path / "mine.txt").read_text() == "the user's own file"
     store.remove(entry)
     assert (entry.path / "mine.txt").is_file()
+
+
+def test_a_crop_run_records_its_resize_and_evaluate_decodes_the_same_way(noisy_folder, decodes, monkeypatch):
+    from emlc_cli import evaluation
+
+    out = noisy_folder["tmp"] / "cropped"
+    result = runner.invoke(app, ["clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]), "--recipe", "quick",
+                                 "--device", "cpu", "--quiet", "--out", str(out), *tiny("train.epochs=3", "meta.warmup_epochs=1", "data.resize=crop")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "student.json").read_text())["resize"] == "crop"
+    assert [e.info.get("resize") for e in store.entries()] == ["crop"] and decodes["images"] == 120
+    asked: list[str] = []
+    real = evaluation.decode_images
+    monkeypatch.setattr(evaluation, "decode_images", lambda ds, size, **kw: asked.append(kw.get("resize")) or real(ds, size, **kw))
+    evaluated = runner.invoke(app, ["evaluate", str(out), "--data", str(noisy_folder["root"]), "--device", "cpu", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert asked == ["crop"]

@@ -57,9 +57,10 @@ def _ram_bytes() -> int:
 
 @contextlib.contextmanager
 def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: torch.device,
-                near: Path) -> Iterator[tuple[Tensor, list[tuple[int, str]]]]:
-    """Decode `ds` once; yields (cache, unreadable (index, reason) pairs). A source the persistent store holds
-    is memory-mapped from it instead of decoded (store.py); a run-only mmap file is removed on exit."""
+                near: Path, resize: str = "stretch") -> Iterator[tuple[Tensor, list[tuple[int, str]]]]:
+    """Decode `ds` once (`resize`: see decode_images); yields (cache, unreadable (index, reason) pairs). A source
+    the persistent store holds is memory-mapped from it instead of decoded (store.py); a run-only mmap file is
+    removed on exit."""
     if ds.features is not None:
         features, _ = decode_images(ds, size)
         yield features.to(device), []
@@ -67,14 +68,14 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
     shape = (len(ds), 3, size, size)
     where = placement(mode, int(np.prod(shape)), device)
     remove_stale_caches(Path(_existing(near)))
-    kept = _from_store(ds, size, workers, shape)
+    kept = _from_store(ds, size, workers, shape, resize)
     if kept is not None:
         yield _placed(kept, where, device), kept.unreadable
         return
     folder = store.staging_folder(Path(_existing(near))) if where == "mmap" else None
     try:
         cache = _run_cache(shape, folder)
-        bad = _decode_into(cache, ds, size, workers)
+        bad = _decode_into(cache, ds, size, workers, resize)
         log.info("decoded %d images into a %s cache (%.0f MB)", len(ds), where, cache.numel() / 2**20)
         yield (cache.to(device) if where == "device" else cache), bad
     finally:
@@ -82,17 +83,17 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...]) -> store.Entry | None:
+def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...], resize: str) -> store.Entry | None:
     """The source's entry in the persistent store, decoding it into the store first if it lacks it; None when
     the store is off, the source cannot be fingerprinted, it would not fit, or the processes span nodes."""
     if store.root() is None or not _one_node() or _inside_data(ds):
         return None
-    key = distributed.broadcast_object(store.key_for(ds, size) if distributed.world().is_main else None)
+    key = distributed.broadcast_object(store.key_for(ds, size, resize) if distributed.world().is_main else None)
     if key is None:
         return None
     entry = distributed.broadcast_object(_main_lookup(key, shape))
     if entry is None:
-        entry = _decode_to_store(ds, size, workers, shape, key)
+        entry = _decode_to_store(ds, size, workers, shape, key, resize)
     if entry is None:
         return None
     log.info("reading %d decoded images from %s", len(ds), entry.path)
@@ -134,19 +135,20 @@ def _one_node() -> bool:
     return not world.distributed or int(os.environ.get("LOCAL_WORLD_SIZE", world.size)) == world.size
 
 
-def _decode_to_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...], key: str) -> store.Entry | None:
+def _decode_to_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...], key: str,
+                     resize: str) -> store.Entry | None:
     """Rank 0 stages a file of the full shape; every rank decodes its shard straight into it; rank 0 commits."""
     staged = distributed.broadcast_object(_main_stage(shape))
     if staged is None:
         return None
     mapped = np.load(staged / CACHE_FILE, mmap_mode="r+")
-    bad = _decode_my_shard(torch.from_numpy(mapped), ds, size, workers)
+    bad = _decode_my_shard(torch.from_numpy(mapped), ds, size, workers, resize)
     mapped.flush()
     del mapped
     unreadable = _all_unreadable(bad)
     distributed.barrier()
     info = {"source": ds.origin.get("location") or str(ds.root), "kind": ds.kind, "rows": len(ds), "size": size,
-            "shape": list(shape)}
+            "resize": resize, "shape": list(shape)}
     entry = _main_commit(staged, key, info, unreadable)
     log.info("decoded %d images into the image cache %s", len(ds), getattr(entry, "path", ""))
     return distributed.broadcast_object(entry)
@@ -221,17 +223,17 @@ def _reserve(path: Path) -> None:
             raise
 
 
-def _decode_into(cache: Tensor, ds: LabeledImages, size: int, workers: int) -> list[tuple[int, str]]:
-    bad = _decode_my_shard(cache, ds, size, workers)
+def _decode_into(cache: Tensor, ds: LabeledImages, size: int, workers: int, resize: str) -> list[tuple[int, str]]:
+    bad = _decode_my_shard(cache, ds, size, workers, resize)
     distributed.share_shards_(cache)
     return _all_unreadable(bad)
 
 
-def _decode_my_shard(cache: Tensor, ds: LabeledImages, size: int, workers: int) -> list[tuple[int, str]]:
+def _decode_my_shard(cache: Tensor, ds: LabeledImages, size: int, workers: int, resize: str) -> list[tuple[int, str]]:
     """This rank's contiguous shard of `ds`, decoded into its rows of `cache`; its unreadable rows."""
     world = distributed.world()
     mine = distributed.shard(len(ds), world.size, world.rank)
-    _, bad = decode_images(ds, size, workers, mine, out=cache[mine.start: mine.stop])
+    _, bad = decode_images(ds, size, workers, mine, out=cache[mine.start: mine.stop], resize=resize)
     _release_freed_heap()
     return bad
 

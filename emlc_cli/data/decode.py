@@ -18,16 +18,23 @@ UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.De
               MemoryError, IndexError, TypeError)  # PIL's many ways to fail on one bad file
 
 
+RESIZES = ("stretch", "crop")
+
+
 def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range | None = None,
-                  out: torch.Tensor | None = None) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+                  out: torch.Tensor | None = None, resize: str = "stretch") -> tuple[torch.Tensor, list[tuple[int, str]]]:
     """Decode every item of `rows` (default: all) once: uint8 [n, 3, size, size] for images (into `out` when
     given), float32 [n, D] for feature vectors. Unreadable images come back listed as (dataset index, reason).
+    `resize`: "stretch" squashes the whole image to size x size; "crop" keeps the aspect ratio and takes the
+    centred square of the shorter side (what ImageNet backbones saw in training).
 
     Baseline 8-bit JPEGs of exactly size x size px are decoded in batches by torchvision's libjpeg-turbo call
     (the same pixels as Pillow's, without Pillow's per-file header parsing in Python); everything else goes
     through Pillow on `workers` threads, with JPEG's DCT scaling (`draft`) when the image is at least twice the
     size asked for."""
     rows = range(len(data)) if rows is None else rows
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, not {resize!r}")
     # Over Image.MAX_IMAGE_PIXELS PIL warns once per image (thousands of lines on a large folder); over twice that
     # it raises DecompressionBombError, recorded below as unreadable. Set per call: callers may reset the filters.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -40,7 +47,7 @@ def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range 
         i, blob = item
         try:
             opened = Image.open(io.BytesIO(blob)) if blob is not None else data.open(i)
-            out[i - rows.start] = torch.from_numpy(_read_rgb(opened, size)).permute(2, 0, 1)
+            out[i - rows.start] = torch.from_numpy(_read_rgb(opened, size, resize)).permute(2, 0, 1)
         except UNREADABLE as err:
             bad.append((i, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
 
@@ -93,7 +100,7 @@ def jpeg_frame(blob: bytes) -> tuple[int, int, int, bool] | None:
     return None
 
 
-def _read_rgb(opened: Image.Image, size: int) -> np.ndarray:
+def _read_rgb(opened: Image.Image, size: int, resize: str = "stretch") -> np.ndarray:
     with opened as img:
         if img.format == "JPEG" and min(img.size) >= 2 * size:
             img.draft(None, (size, size))  # decode at 1/2, 1/4 or 1/8 scale, still >= size: the resize below finishes
@@ -107,5 +114,15 @@ def _read_rgb(opened: Image.Image, size: int) -> np.ndarray:
             img = background
         img = img.convert("RGB")
         if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
+            img = img.resize((size, size), Image.BILINEAR, box=_source_box(img.size, resize))
         return np.array(img, dtype=np.uint8)
+
+
+def _source_box(width_height: tuple[int, int], resize: str) -> tuple[float, float, float, float]:
+    """The part of the image that becomes the output square: all of it, or its centred square ("crop")."""
+    width, height = width_height
+    if resize != "crop" or width == height:
+        return (0.0, 0.0, float(width), float(height))
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return (left, top, left + side, top + side)

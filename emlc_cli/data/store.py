@@ -6,7 +6,7 @@ Location: `EMLC_CACHE_DIR` (default `$XDG_CACHE_HOME/emlc`, else `~/.cache/emlc`
 `EMLC_CACHE_MAX_GB` (default 50): the least recently used entries are removed to make room, and a source
 larger than the cap is decoded for the run only. The key is a fingerprint of what the pixels depend on: the
 source (an image folder's file listing with sizes and modification times; a dataset's location, split,
-revision and `datasets` fingerprint), the image size, and the decoder (DECODE_VERSION, Pillow's version).
+revision and `datasets` fingerprint), the image size and resize (`data.resize`), and the decoder (DECODE_VERSION, Pillow's version).
 Entries are written into a staging folder and renamed into place when complete; staging folders of killed
 processes are removed at start. Torch-free (`emlc cache ls` answers without importing torch)."""
 from __future__ import annotations
@@ -77,14 +77,17 @@ def max_bytes() -> int:
 
 
 # ---- keys ---------------------------------------------------------------------------------------------
-def key_for(ds: Any, size: int) -> Optional[str]:
-    """The entry key of `ds` (a LabeledImages) decoded at `size` px; None when its pixels cannot be fingerprinted."""
+def key_for(ds: Any, size: int, resize: str = "stretch") -> Optional[str]:
+    """The entry key of `ds` (a LabeledImages) decoded at `size` px; None when its pixels cannot be fingerprinted.
+    The default "stretch" resize adds nothing to the key, so entries written before `data.resize` stay valid."""
     identity = source_identity(ds)
     if identity is None:
         return None
     from PIL import __version__ as pillow
 
     parts = {"source": identity, "size": size, "decoder": DECODE_VERSION, "pillow": pillow}
+    if resize != "stretch":
+        parts["resize"] = resize
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
