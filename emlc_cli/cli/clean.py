@@ -11,7 +11,7 @@ import typer
 from emlc_cli.cli.options import (DATA, DEVICES, FLAG, OUTPUTS, RECIPE, RUN, VERIFIED, DeviceOpt, JsonOpt, OverridesArg,
                                   QuietOpt, SeedOpt)
 from emlc_cli.cli.source_options import (ConfigOpt, DataArg, FeatureColumnOpt, IdColumnOpt, ImageColumnOpt, LabelColumnOpt,
-                                         RevisionOpt, SplitOpt, build_spec, command_line)
+                                         RevisionOpt, SplitOpt, StreamOpt, build_spec, command_line)
 
 EXAMPLES = """[bold]Examples[/]
 
@@ -42,6 +42,7 @@ def clean_command(
     label_column: LabelColumnOpt = "label",
     id_column: IdColumnOpt = None,
     feature_column: FeatureColumnOpt = None,
+    stream: StreamOpt = False,
     recipe: Annotated[Optional[str], typer.Option("--recipe", "-r", metavar="NAME|FILE", rich_help_panel=RECIPE,
                                                   show_default=False,
                                                   help="Shipped recipe name (`emlc recipes list`) or a YAML file. "
@@ -69,7 +70,7 @@ def clean_command(
     from emlc_cli import console, preflight
 
     spec = build_spec(data, labels, config, split, revision, image_column, label_column, id_column, feature_column,
-                      command=command_line(ctx))
+                      command=command_line(ctx), stream=stream)
     checked = preflight.check_clean(spec, clean, recipe, overrides or [], out, device, seed, overwrite, resume)
     if dry_run:
         _dry_run(checked, device)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from emlc_cli.cli.options import DATA
+from emlc_cli.cli.options import DATA, FLAG
 
 DataArg = Annotated[str, typer.Argument(
     metavar="DATA",
@@ -31,17 +31,21 @@ IdColumnOpt = Annotated[Optional[str], typer.Option("--id-column", metavar="COLU
 FeatureColumnOpt = Annotated[Optional[str], typer.Option(
     "--feature-column", metavar="COLUMN", rich_help_panel=DATA,
     help="Fixed-length float vector column (embeddings): trains an MLP (recipe 'features').", show_default=False)]
+StreamOpt = Annotated[bool, typer.Option(
+    "--stream", metavar=FLAG, rich_help_panel=DATA,
+    help="Stream an hf:// dataset or parquet data (no full download, no Arrow copy); each pass reads only its columns.")]
 PATH_PARAMS = ("data", "recipe")  # string parameters recorded as absolute paths when they name a local file
 
 
 def build_spec(data: str, labels: Any = None, config: Optional[str] = None, split: Optional[str] = None,
                revision: Optional[str] = None, image_column: Optional[str] = None, label_column: str = "label",
-               id_column: Optional[str] = None, feature_column: Optional[str] = None, command: Optional[str] = None) -> Any:
+               id_column: Optional[str] = None, feature_column: Optional[str] = None, command: Optional[str] = None,
+               stream: bool = False) -> Any:
     from emlc_cli.data.spec import SourceSpec
 
     return SourceSpec(data, labels_csv=str(labels) if labels else None, config=config, split=split, revision=revision,
                       image_column=image_column, label_column=label_column, id_column=id_column,
-                      feature_column=feature_column, command=command)
+                      feature_column=feature_column, command=command, streaming=stream)
 
 
 def command_line(ctx: typer.Context, secret_params: tuple[str, ...] = ("token",)) -> str:

@@ -6,11 +6,12 @@ time when asked for, and only the label, id and (for feature datasets) feature c
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 from PIL import Image
@@ -56,6 +57,10 @@ def read_dataset(spec: SourceSpec, kind: str) -> LabeledImages:
     if kind == "hub":
         check_hub_reachable(spec.location)  # one quick line when offline, before any lookup waits for a timeout
     spec = replace(spec, revision=_revision(spec, kind))
+    if spec.streaming:
+        from emlc_cli.data.stream import read_stream
+
+        return read_stream(spec, kind)
     dataset, split = open_dataset(spec, kind)
     return from_dataset(dataset, replace(spec, split=split), kind)
 
@@ -66,12 +71,12 @@ def open_dataset(spec: SourceSpec, kind: str) -> tuple[Any, str]:
 
     datasets.disable_progress_bars()
     try:
-        loaded = _load(datasets, spec, kind)
+        with reported_by_emlc():
+            loaded = _load(datasets, spec, kind)
     except DataError:
         raise
     except Exception as err:  # datasets raises FileNotFoundError, ValueError, DatasetNotFoundError, ...
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise DataError(f"cannot load the dataset ({type(err).__name__}: {first})", path=spec.location) from None
+        raise dataset_error("cannot load the dataset", err, spec.location) from None
     if isinstance(loaded, datasets.Dataset):
         return loaded, spec.split or str(loaded.split or "train")
     split = pick_split(list(loaded), spec.split, spec.location)
@@ -87,6 +92,25 @@ def _load(datasets: Any, spec: SourceSpec, kind: str) -> Any:
     if kind == "parquet" and Path(spec.location).is_file():
         return datasets.load_dataset("parquet", data_files={"train": spec.location}, split=spec.split)
     return datasets.load_dataset(str(Path(spec.location).resolve()), name=spec.config, split=spec.split)
+
+
+@contextlib.contextmanager
+def reported_by_emlc() -> Iterator[None]:
+    """datasets logs a file it cannot read at ERROR and then raises; emlc reports the error once, in one line."""
+    logger = logging.getLogger("datasets")
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+def dataset_error(what: str, err: Exception, where: str) -> DataError:
+    """One line for an error from datasets: its own cause where datasets wraps it in a generic message."""
+    cause = err.__cause__ if type(err).__name__ == "DatasetGenerationError" and err.__cause__ is not None else err
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+    return DataError(f"{what} ({type(cause).__name__}: {first})", path=where)
 
 
 def pick_split(splits: list[str], wanted: str | None, where: str) -> str:

@@ -5,7 +5,7 @@ LabeledImages`) and one row of KINDS. Kinds are tried in table order; the first 
 location reads it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -13,6 +13,7 @@ from PIL import Image
 
 from emlc_cli.data import huggingface, imagefolder, npy
 from emlc_cli.data.labeled import LabeledImages
+from emlc_cli.data.stream import STREAMABLE
 from emlc_cli.data.spec import HUB_PREFIX, INHERITED, SourceSpec, as_spec, relocated, spec_from_record
 from emlc_cli.errors import DataError
 from emlc_cli.run_folder import is_folder_kind, read_source_record
@@ -52,6 +53,9 @@ def load_source(data: Any) -> LabeledImages:
     `origin` set for source.json."""
     spec = as_spec(data)
     kind = detect_kind(spec.location)
+    if spec.streaming and kind not in STREAMABLE:
+        raise DataError(f"--stream reads hf:// datasets and parquet data, not {kind} data (read it without --stream)",
+                        path=spec.location)
     return BY_NAME[kind].read(spec, kind)
 
 
@@ -79,8 +83,10 @@ def run_source(run: Path, data: Optional[str] = None) -> dict[str, Any]:
 
 
 def open_run_images(run: Path, record: Optional[dict[str, Any]] = None) -> Optional[Callable[[str], Image.Image]]:
-    """id -> PIL image of a run's source (for `emlc review`), or None for feature-vector sources."""
-    data = load_source(spec_from_record(record if record is not None else read_source_record(run)))
+    """id -> PIL image of a run's source (for `emlc review`), or None for feature-vector sources. A streamed
+    source is opened whole: a review opens images in any order."""
+    spec = spec_from_record(record if record is not None else read_source_record(run))
+    data = load_source(replace(spec, streaming=False))
     if data.features is not None:
         return None
     index = data.index_of()

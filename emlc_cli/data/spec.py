@@ -25,6 +25,7 @@ class SourceSpec:
     id_column: Optional[str] = None
     feature_column: Optional[str] = None
     command: Optional[str] = None
+    streaming: bool = False  # --stream: read with datasets' streaming (data/stream.py)
 
     def __fspath__(self) -> str:
         return self.location
