@@ -128,8 +128,9 @@ class TrainingProgress:
         elif isinstance(event, StepReport) and self.progress is not None:
             self._step(event)
         elif isinstance(event, FoldReport):
+            done = "kept from the interrupted run" if event.kept else f"{event.seconds:.0f}s"
             self._show(f"cross-fit fold {event.fold + 1}/{event.folds}: scored {event.rows} noisy images the fold's "
-                       f"models never trained on  [{event.seconds:.0f}s]")
+                       f"models never trained on  [{done}]")
 
     def _show(self, plain: str, styled: Optional[str] = None) -> None:
         transcript().info(plain)

@@ -11,7 +11,8 @@ from; only the decision reads the fold predictions.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -25,6 +26,11 @@ def folds_for(requested: int, rows: int) -> int:
     """The folds actually used: at most one per noisy row, and none (0) when fewer than 2 remain."""
     folds = min(requested, rows)
     return folds if folds >= 2 else 0
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """The seed of fold `fold`'s models: their weights, shuffles and augmentation, whatever ran before them."""
+    return seed + 1009 * (fold + 1)
 
 
 def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
@@ -41,23 +47,60 @@ def subset(data: TensorSet, mask: np.ndarray) -> TensorSet:
     return TensorSet(data.images, data.labels[keep], rows[keep])
 
 
+Parts = tuple[Optional[dict], Optional[dict]]  # one fold's predictions of its pool rows and its holdout rows
+
+
+def _drain(trainer: Any, fold: int) -> None:
+    for _ in trainer.run():
+        pass
+
+
+@dataclass
+class FoldHooks:
+    """What the pipeline adds around the folds: the folds an interrupted run finished (`done`: their predictions,
+    meaningful on rank 0), `keep(fold, parts)` as each fold finishes (the pipeline saves it), and `train(trainer,
+    fold)`, which runs a fold's trainer (the pipeline: under the stop signals)."""
+
+    done: dict[int, Parts] = field(default_factory=dict)
+    keep: Callable[[int, Parts], None] = lambda fold, parts: None
+    train: Callable[[Any, int], None] = _drain
+
+
 def cross_fitted(make_trainer: Callable[[TensorSet, int], Any], noisy: TensorSet, holdout: TensorSet, folds: int,
-                 seed: int, emit: Callable[[Any], None] = lambda event: None) -> tuple[dict | None, dict | None]:
+                 seed: int, emit: Callable[[Any], None] = lambda event: None,
+                 hooks: Optional[FoldHooks] = None) -> tuple[dict | None, dict | None]:
     """Out-of-fold predictions (the trainer's `predict` dicts) for the noisy pool and the holdout, gathered on
     rank 0 (None on the other ranks). `make_trainer(train_set, fold)` builds a fresh trainer on `train_set`."""
+    hooks = hooks or FoldHooks()
     pool_fold, held_fold = fold_of(len(noisy), folds, seed), fold_of(len(holdout), folds, seed + 1)
     pool_parts, held_parts = [], []
     for k in range(folds):
         started, scored, held = time.perf_counter(), pool_fold == k, held_fold == k
-        trainer = make_trainer(subset(noisy, ~scored), k)
-        for _ in trainer.run():
-            pass
-        pool_parts.append(trainer.predict_to_main(subset(noisy, scored)))
-        held_parts.append(trainer.predict_to_main(subset(holdout, held)) if held.any() else None)
-        emit(FoldReport(k, folds, int(scored.sum()), time.perf_counter() - started))
+        parts = hooks.done.get(k)
+        if parts is not None and not _fits(parts, int(scored.sum()), int(held.sum())):
+            parts = None  # not the rows of this fold: trained again
+        if parts is None:
+            # the fold draws from its own generator and leaves the global one as it found it: a resumed run that
+            # skips the folds done gives the same folds after them, and the same fine-tune, as an uninterrupted one
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(fold_seed(seed, k))
+                trainer = make_trainer(subset(noisy, ~scored), k)
+                hooks.train(trainer, k)
+                parts = (trainer.predict_to_main(subset(noisy, scored)),
+                         trainer.predict_to_main(subset(holdout, held)) if held.any() else None)
+            hooks.keep(k, parts)
+        pool_parts.append(parts[0])
+        held_parts.append(parts[1])
+        emit(FoldReport(k, folds, int(scored.sum()), time.perf_counter() - started, kept=k in hooks.done))
     if not distributed.world().is_main:
         return None, None
     return _assemble(pool_parts, pool_fold), _assemble(held_parts, held_fold)
+
+
+def _fits(parts: Parts, pool_rows: int, held_rows: int) -> bool:
+    """Saved predictions that cover exactly this fold's rows (every array of a part has one row per row)."""
+    return all(part is None and rows == 0 or part is not None and all(len(v) == rows for v in part.values())
+               for part, rows in zip(parts, (pool_rows, held_rows)))
 
 
 def _assemble(parts: list[dict | None], assignment: np.ndarray) -> dict | None:

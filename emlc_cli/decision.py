@@ -30,7 +30,8 @@ class Result:
 
 
 def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int],
-                         recipe: Recipe, seed: int = 0, emit: Event = lambda event: None) -> Result:
+                         recipe: Recipe, seed: int = 0, emit: Event = lambda event: None,
+                         hooks: cross_fit.FoldHooks | None = None) -> Result:
     """Every rank scores its share of the noisy pool (or, with correct.cross_fit, trains its part of the fold
     models); rank 0 decides the corrections and hands the other ranks only what the fine-tune needs (labels,
     confidence), never the N x C probabilities."""
@@ -39,7 +40,7 @@ def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.
     folds = cross_fit.folds_for(recipe.correct.cross_fit, len(noisy_idx))
     if folds:
         preds, held = cross_fit.cross_fitted(lambda part, k: _fold_trainer(trainer, part, seed, k), pool, trainer.holdout,
-                                             folds, seed, emit)
+                                             folds, seed, emit, hooks)
     else:
         preds, held = trainer.predict_to_main(pool), None
     decided: list[Result] = []
@@ -56,7 +57,7 @@ def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.
 
 def _fold_trainer(trainer: MetaTrainer, part: TensorSet, seed: int, fold: int) -> MetaTrainer:
     return MetaTrainer(trainer.recipe, trainer.num_classes, part, trainer.clean, trainer.holdout, device=trainer.device,
-                       seed=seed + 1009 * (fold + 1))
+                       seed=cross_fit.fold_seed(seed, fold))
 
 
 def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_idx: list[int], recipe: Recipe,

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import platform
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +15,14 @@ import torch
 
 from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog
 from emlc_cli import resume as resume_checks
+from emlc_cli.checkpoints import Checkpoint, saved_folds, train
 from emlc_cli.data.cache import image_cache
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.loaders import MEAN, STD, TensorSet
 from emlc_cli.data.spec import SourceSpec, as_spec
-from emlc_cli.errors import DataError, Interrupted, OutputError
+from emlc_cli.errors import DataError, OutputError
 from emlc_cli.outputs import NoOutputs, RunDir, check_out_dir, load_training_state
 from emlc_cli.recipe import Recipe, dump_recipe
-from emlc_cli.reports import EpochReport, StepReport
 from emlc_cli.runtime import resolve_device, seed_everything
 from emlc_cli.timing import Stopwatch
 from emlc_cli.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
@@ -86,7 +83,8 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
             with runlog.recording(run.path if world.is_main else None, data.command, prepared):
                 if saved is not None:
                     _load_saved(trainer, saved, run.path)
-                summary = _train_and_write(run, trainer, prepared, inputs, recipe, seed, emit, watch, inputs_now)
+                checkpoint = Checkpoint(run, trainer, recipe, seed, inputs_now, saved_folds(saved))
+                summary = _train_and_write(run, trainer, prepared, inputs, recipe, emit, watch, checkpoint)
                 summary["wall_seconds"] = round(time.perf_counter() - started, 2)
                 summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
                 run.write_json(run_folder.SUMMARY, summary)
@@ -105,11 +103,12 @@ class _Inputs:
 
 
 def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Prepared, inputs: _Inputs, recipe: Recipe,
-                     seed: int, emit: Event, watch: Stopwatch, fingerprint: dict) -> dict[str, Any]:
+                     emit: Event, watch: Stopwatch, checkpoint: Checkpoint) -> dict[str, Any]:
     with watch("training"):
-        train_seconds = _train(trainer, run, recipe, seed, emit, fingerprint)
+        train_seconds = train(trainer, checkpoint, emit)
     with watch("corrections"):
-        result = decision.corrections_on_main(trainer, prepared, inputs.images, inputs.noisy_idx, recipe, seed, emit)
+        result = decision.corrections_on_main(trainer, prepared, inputs.images, inputs.noisy_idx, recipe, checkpoint.seed,
+                                              emit, checkpoint.fold_hooks())
     with watch("finetune"):
         _finetune(trainer, inputs.images, inputs.noisy_idx, result, recipe, emit)
     summary = _summary(prepared, result, trainer, inputs.skipped, recipe, trainer.device, train_seconds, inputs.noisy_idx)
@@ -179,25 +178,6 @@ def _max_weight_difference(trainer: MetaTrainer) -> float:
     return max(distributed.max_difference(trainer.student), distributed.max_difference(trainer.teacher))
 
 
-def _train(trainer: MetaTrainer, run: RunDir | NoOutputs, recipe: Recipe, seed: int, emit: Event, inputs: dict) -> float:
-    """Run the trainer, saving the full state after every epoch and when SIGTERM / Ctrl-C asks to stop."""
-    started = time.perf_counter()
-    state = lambda: {"trainer": trainer.training_state(), "recipe": recipe.to_dict(), "seed": seed, "inputs": inputs}  # noqa: E731
-    save = lambda: run.save_state(state())  # noqa: E731
-    with stop_on_signals(trainer):
-        for report in trainer.run():
-            emit(report)
-            _pause_for_tests(report, trainer)
-            if isinstance(report, EpochReport):
-                with trainer.watch("checkpoints"):
-                    save()
-    if trainer.stop_requested:
-        save()
-        raise Interrupted(f"stopped at epoch {trainer.epoch + 1}, step {trainer.step}; the training state is saved in "
-                          f"{run.path}; run the same command with --resume to continue")
-    return time.perf_counter() - started
-
-
 def _finetune(trainer: MetaTrainer, images: torch.Tensor, noisy_idx: list[int], result: "decision.Result", recipe: Recipe,
               emit: Event) -> None:
     """Optional: the student's last epochs on the corrected labels (the labels themselves are already final)."""
@@ -206,39 +186,6 @@ def _finetune(trainer: MetaTrainer, images: torch.Tensor, noisy_idx: list[int], 
     data = TensorSet(images, torch.from_numpy(result.labels[noisy_idx]), torch.as_tensor(noisy_idx, dtype=torch.long))
     for report in trainer.finetune(data, recipe.train.finetune_epochs):
         emit(report)
-
-
-def _pause_for_tests(report: object, trainer: MetaTrainer) -> None:
-    """Tests only: with EMLC_TEST_PAUSE_AT=EPOCH:STEP (1-based) the run creates the file EMLC_TEST_PAUSE_FILE after
-    that step and waits there for a stop signal, so a test interrupts it at a known point instead of racing a timer."""
-    at = os.environ.get("EMLC_TEST_PAUSE_AT")
-    if not at or not isinstance(report, StepReport) or report.phase == "finetune" or f"{report.epoch + 1}:{report.step}" != at:
-        return
-    Path(os.environ["EMLC_TEST_PAUSE_FILE"]).touch()
-    deadline = time.monotonic() + 600
-    while not trainer.stop_requested and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def stop_on_signals(trainer: MetaTrainer) -> Iterator[None]:
-    """SIGTERM or a first Ctrl-C asks the trainer to stop after the current step; a second Ctrl-C stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum: int, frame: object) -> None:
-        if trainer.stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        trainer.stop_requested = True
-        log.warning("stopping after this step (signal %d); the training state will be saved", signum)
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _check_unreadable(prepared: Prepared, bad: list[tuple[int, str]], strict: bool) -> dict[int, str]:

@@ -35,3 +35,4 @@ class FoldReport:
     folds: int
     rows: int
     seconds: float
+    kept: bool = False  # its predictions were saved by an interrupted run and read back (--resume)

@@ -32,11 +32,11 @@ def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
-def interrupt(cmd: list[str], out: Path, sig: int) -> int:
-    """Start a run that pauses after step 1 of epoch 2 (its epoch-1 checkpoint saved) and send `sig` only once it
-    says it is there: no timer decides where the signal lands."""
+def interrupt(cmd: list[str], out: Path, sig: int, at: str = "2:1") -> int:
+    """Start a run that pauses after step 1 of epoch 2 (its epoch-1 checkpoint saved; `at`: elsewhere) and send
+    `sig` only once it says it is there: no timer decides where the signal lands."""
     paused = out.with_name(f"{out.name}.paused")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EMLC_TEST_PAUSE_AT": "2:1", "EMLC_TEST_PAUSE_FILE": str(paused)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EMLC_TEST_PAUSE_AT": at, "EMLC_TEST_PAUSE_FILE": str(paused)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 300
     while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -84,6 +84,22 @@ def test_a_torchrun_elastic_restart_resumes_by_itself(noisy_folder, reference):
     restarted = subprocess.run(clean_cmd(noisy_folder, out), capture_output=True, text=True, timeout=600, env=env)
     assert restarted.returncode == 0, restarted.stderr
     assert outputs(out) == reference
+
+
+@pytest.mark.slow
+def test_a_stop_in_a_cross_fit_fold_keeps_the_folds_done_and_resumes_to_the_same_labels(noisy_folder):
+    folds = ("correct.cross_fit=3",)
+    reference = noisy_folder["tmp"] / "folds-reference"
+    assert run_to_end(clean_cmd(noisy_folder, reference, *folds)).returncode == 0
+    out = noisy_folder["tmp"] / "folds-stopped"
+    assert interrupt(clean_cmd(noisy_folder, out, *folds), out, signal.SIGTERM, at="fold2:1:1") == 130
+    state = load_training_state(staging_path(out) / STATE_FILE)
+    assert list(state["folds"]) == [0] and not out.exists()
+    resumed = run_to_end([a for a in clean_cmd(noisy_folder, out, *folds, "--resume") if a != "--quiet"])  # fold lines
+    assert resumed.returncode == 0, resumed.stderr
+    assert "cross-fit fold 1/3: scored" in resumed.stderr and "[kept from the interrupted run]" in resumed.stderr
+    assert "cross-fit fold 2/3" in resumed.stderr and resumed.stderr.count("kept from the interrupted run") == 1
+    assert outputs(out) == outputs(reference)
 
 
 def test_resume_without_state_is_an_error(noisy_folder):
