@@ -4,6 +4,8 @@ persistent image store) and a second run's (memory-mapped from the store), with 
 peak RSS. Smaller sizes are hard links to the first images of the largest. Run on a quiet machine:
 
     python benchmarks/scale.py --work /tmp/scale --sizes 100000 300000 1000000
+    python benchmarks/scale.py --work /tmp/scale --sizes 100000 --nproc 2        # the same under torchrun (gloo)
+    python benchmarks/scale.py --work /tmp/scale --sizes 50000 --pixels 224      # 224-px JPEGs, decoded at 224
 
 Training, prediction and the correction step are measured elsewhere (benchmarks/scaling.py,
 benchmarks/correction_scale.py); this isolates what grows with the image count before the first step."""
@@ -23,8 +25,9 @@ import numpy as np
 CLASSES = 10
 
 
-def generate(folder: Path, count: int) -> None:
-    """count JPEGs: a class colour plus noise and a random block, so files differ and compress like photos."""
+def generate(folder: Path, count: int, side: int = 32) -> None:
+    """count JPEGs of side x side px: a class colour plus noise and a random block, so files differ and compress
+    like photos (the noise is drawn at 32 px and scaled up, as a photo's detail is coarser than its pixels)."""
     from PIL import Image
 
     if (folder / ".complete").is_file():
@@ -38,6 +41,8 @@ def generate(folder: Path, count: int) -> None:
         pixels = np.clip(colours[c] + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
         y, x = rng.integers(0, 24, 2)
         pixels[y:y + 8, x:x + 8] = rng.integers(0, 255, 3)
+        if side != 32:
+            pixels = np.asarray(Image.fromarray(pixels).resize((side, side), Image.BILINEAR))
         target = folder / f"class{c}" / f"{i:07d}.jpg"
         if not target.exists():
             Image.fromarray(pixels).save(target, quality=90)
@@ -57,56 +62,72 @@ def linked(source: Path, folder: Path, count: int) -> None:
     (folder / ".complete").write_text(str(count))
 
 
-def phase(data: Path, near: Path) -> None:
-    """One run's data phases, in this process: print them as JSON."""
+def phase(data: Path, near: Path, side: int) -> None:
+    """One run's data phases, in this process (each process of a torchrun launch): print them as JSON."""
     import torch
 
-    from emlc_cli.data.cache import image_cache
+    from emlc_cli import distributed
+    from emlc_cli.data.cache import image_cache, placement
     from emlc_cli.data.imagefolder import load_image_folder
 
+    world = distributed.init(torch.device("cpu"))
     started = time.perf_counter()
     ds = load_image_folder(data)
     listed = time.perf_counter()
-    with image_cache(ds, 32, 0, "auto", torch.device("cpu"), near) as (images, bad):  # what `emlc clean` times as decode
+    with image_cache(ds, side, 0, "auto", torch.device("cpu"), near) as (images, bad):  # what `emlc clean` times as decode
+        distributed.barrier()
         decoded = time.perf_counter()
-        assert images.shape == (len(ds), 3, 32, 32) and not bad
+        assert images.shape == (len(ds), 3, side, side) and not bad
+        placed = placement("auto", images.numel(), torch.device("cpu"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"images": len(ds), "list_s": listed - started, "decode_s": decoded - listed, "peak_rss_gb": peak}))
+    print(json.dumps({"images": len(ds), "list_s": listed - started, "decode_s": decoded - listed, "peak_rss_gb": peak,
+                      "rank": world.rank, "placed": placed}))
+    if world.distributed:
+        distributed.shutdown()
 
 
-def run_phase(data: Path, store_dir: Path, near: Path) -> dict:
+def run_phase(data: Path, store_dir: Path, near: Path, side: int, nproc: int) -> dict:
+    """One run in fresh processes; with nproc > 1 under torchrun, rank 0's times and the largest peak RSS."""
     env = {**os.environ, "EMLC_CACHE_DIR": str(store_dir), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    done = subprocess.run([sys.executable, __file__, "--phase", str(data), "--near", str(near)], env=env,
+    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                     f"--nproc_per_node={nproc}"]
+    done = subprocess.run([*launcher, __file__, "--phase", str(data), "--near", str(near), "--pixels", str(side)], env=env,
                           capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    first = next(r for r in reports if r["rank"] == 0)
+    return {**first, "peak_rss_gb": max(r["peak_rss_gb"] for r in reports)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=Path("/tmp/emlc-scale"))
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--pixels", type=int, default=32, help="generated and decoded image side")
+    ap.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun, gloo)")
     ap.add_argument("--phase", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--near", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
-        return phase(args.phase, args.near)
+        return phase(args.phase, args.near, args.pixels)
     largest = max(args.sizes)
     started = time.perf_counter()
-    generate(args.work / f"images-{largest}", largest)
+    prefix = "images" if args.pixels == 32 else f"images{args.pixels}"
+    generate(args.work / f"{prefix}-{largest}", largest, args.pixels)
     print(f"# {largest} JPEGs ready in {time.perf_counter() - started:.0f} s (0 s when reused)", flush=True)
-    print("| images | listing | first run's decode (into the store) | per image | second run's (read from the store) | second / first | peak RSS first / second |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"# {args.pixels} px, {args.nproc} process(es) per run")
+    print("| images | listing | first run's decode (into the store) | per image | second run's (read from the store) | second / first | peak RSS first / second | placed |")
+    print("|---|---|---|---|---|---|---|---|")
     for size in sorted(args.sizes):
-        data = args.work / f"images-{size}"
+        data = args.work / f"{prefix}-{size}"
         if size != largest:
-            linked(args.work / f"images-{largest}", data, size)
-        store_dir = args.work / f"store-{size}"
+            linked(args.work / f"{prefix}-{largest}", data, size)
+        store_dir = args.work / f"store-{prefix}-{size}"
         subprocess.run(["rm", "-rf", str(store_dir)], check=True)
-        first = run_phase(data, store_dir, args.work / "runs" / "x")
-        second = run_phase(data, store_dir, args.work / "runs" / "x")
+        first = run_phase(data, store_dir, args.work / "runs" / "x", args.pixels, args.nproc)
+        second = run_phase(data, store_dir, args.work / "runs" / "x", args.pixels, args.nproc)
         print(f"| {size:,} | {first['list_s']:.1f} s | {first['decode_s']:.1f} s | {first['decode_s'] / size * 1e6:.0f} us | "
               f"{second['decode_s']:.2f} s | {second['decode_s'] / first['decode_s']:.1%} | "
-              f"{first['peak_rss_gb']:.2f} / {second['peak_rss_gb']:.2f} GB |", flush=True)
+              f"{first['peak_rss_gb']:.2f} / {second['peak_rss_gb']:.2f} GB | {second['placed']} |", flush=True)
 
 
 if __name__ == "__main__":
