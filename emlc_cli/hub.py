@@ -111,19 +111,16 @@ def write_hub_layout(run: Path, dest: Path, overwrite: bool = False, data: Optio
     local = None if record.get("kind") == "hub" else Path(record.get("location") or record["root"])
     check_out_dir(Path(dest), local, overwrite, protect=run_inputs(run), option=option)
     dataset, split, record = cleaned_dataset(run, data)
-    sizes = ShardSizes()
+    sizes, names = ShardSizes(), []
     with RunDir(Path(dest), kind="export", option=option) as staged:
         with staged.writing(staged.path / "data"):
-            names = [_written(path, sizes).name for path in iter_shards(dataset, staged.path / "data", split)]
+            for path in iter_shards(dataset, staged.path / "data", split):
+                sizes.add(path)
+                names.append(path.name)
         staged.write_text("README.md", dataset_card(Path(run), dataset, split, sizes, record, card))
         final = staged.commit()
     return Published(str(final), len(dataset), sum(dataset["label_changed"]), sum(dataset["label_verified"]),
                      ["README.md", *(f"data/{name}" for name in names)])
-
-
-def _written(path: Path, sizes: ShardSizes) -> Path:
-    sizes.add(path)
-    return path
 
 
 def iter_shards(dataset: Any, folder: Path, split: str) -> Iterator[Path]:
