@@ -36,28 +36,29 @@ SHA = 40
 def read_stream(spec: SourceSpec, kind: str) -> LabeledImages:
     """A streamed source -> LabeledImages: labels, ids (and feature vectors) read now, images when decoded."""
     full = _stream(spec, kind)
-    _require(full, spec.label_column, "--label-column", spec.location)
     image_column = None if spec.feature_column else image_column_of(full, spec.image_column, spec.location)
-    wanted = [c for c in (spec.label_column, spec.id_column, spec.feature_column) if c is not None]
-    for name, option in ((spec.id_column, "--id-column"), (spec.feature_column, "--feature-column")):
-        if name is not None:
-            _require(full, name, option, spec.location)
+    wanted = _first_pass_columns(full, spec)
     columns, lengths = _read_columns(_stream(spec, kind, wanted), wanted, spec.location)
     labels, classes, values, label_type = encode_labels(columns[spec.label_column], spec.label_column,
                                                         full.features[spec.label_column], spec.location)
     ids = (unique_ids([None if v is None else str(v) for v in columns[spec.id_column]], spec.id_column, spec.location)
            if spec.id_column else [str(i) for i in range(len(labels))])
-    features, reader = None, None
-    if spec.feature_column:
-        features = _feature_matrix(columns[spec.feature_column], spec.feature_column, spec.location)
-    else:
-        reader = StreamImages(_stream(spec, kind, [image_column], image=image_column), image_column, lengths, spec.location)
-    resolved = replace(spec, image_column=image_column)
-    origin = origin_record(resolved, kind, len(ids), label_type=label_type, label_values=values)
-    root = Path(spec.repo_id) if kind == "hub" else Path(spec.location)
-    return LabeledImages(root, ids, labels, classes, open_image=reader.open if reader else None, features=features,
-                         kind=kind, origin=origin, fingerprint=_fingerprint(spec, kind),
-                         read_blobs=reader.blobs if reader else None)
+    features = _feature_matrix(columns[spec.feature_column], spec.feature_column, spec.location) if spec.feature_column else None
+    reader = None if image_column is None else StreamImages(_stream(spec, kind, [image_column], image=image_column),
+                                                            image_column, lengths, spec.location)
+    origin = origin_record(replace(spec, image_column=image_column), kind, len(ids), label_type=label_type, label_values=values)
+    return LabeledImages(Path(spec.repo_id) if kind == "hub" else Path(spec.location), ids, labels, classes,
+                         open_image=reader.open if reader else None, features=features, kind=kind, origin=origin,
+                         fingerprint=_fingerprint(spec, kind), read_blobs=reader.blobs if reader else None)
+
+
+def _first_pass_columns(stream: Any, spec: SourceSpec) -> list[str]:
+    """The label, id and feature columns, each checked to exist."""
+    named = ((spec.label_column, "--label-column"), (spec.id_column, "--id-column"), (spec.feature_column, "--feature-column"))
+    for name, option in named:
+        if name is not None:
+            _require(stream, name, option, spec.location)
+    return [name for name, _ in named if name is not None]
 
 
 def _stream(spec: SourceSpec, kind: str, columns: Optional[list[str]] = None, image: Optional[str] = None) -> Any:
