@@ -54,15 +54,16 @@ def is_parquet(location: str) -> bool:
 def read_dataset(spec: SourceSpec, kind: str) -> LabeledImages:
     """The source reader (see data/kinds.py) for every kind that `datasets` opens. A Hub revision is resolved to
     its commit before loading, and that commit is loaded: a push in between cannot change what is read."""
-    if kind == "hub":
-        check_hub_reachable(spec.location)  # one quick line when offline, before any lookup waits for a timeout
-    spec = replace(spec, revision=_revision(spec, kind))
-    if spec.streaming:
-        from emlc_cli.data.stream import read_stream
-
-        return read_stream(spec, kind)
+    spec = at_resolved_revision(spec, kind)
     dataset, split = open_dataset(spec, kind)
     return from_dataset(dataset, replace(spec, split=split), kind)
+
+
+def at_resolved_revision(spec: SourceSpec, kind: str) -> SourceSpec:
+    """`spec` with a Hub revision resolved to its commit (a quick one-line error first when the Hub is out of reach)."""
+    if kind == "hub":
+        check_hub_reachable(spec.location)  # one quick line when offline, before any lookup waits for a timeout
+    return replace(spec, revision=_revision(spec, kind))
 
 
 def open_dataset(spec: SourceSpec, kind: str) -> tuple[Any, str]:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from emlc_cli.data import huggingface, imagefolder, npy
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.data.stream import STREAMABLE
+from emlc_cli.data.stream import STREAMABLE, read_stream
 from emlc_cli.data.spec import HUB_PREFIX, INHERITED, SourceSpec, as_spec, relocated, spec_from_record
 from emlc_cli.errors import DataError
 from emlc_cli.run_folder import is_folder_kind, read_source_record
@@ -53,9 +53,11 @@ def load_source(data: Any) -> LabeledImages:
     `origin` set for source.json."""
     spec = as_spec(data)
     kind = detect_kind(spec.location)
-    if spec.streaming and kind not in STREAMABLE:
-        raise DataError(f"--stream reads hf:// datasets and parquet data, not {kind} data (read it without --stream)",
-                        path=spec.location)
+    if spec.streaming:
+        if kind not in STREAMABLE:
+            raise DataError(f"--stream reads hf:// datasets and parquet data, not {kind} data (read it without --stream)",
+                            path=spec.location)
+        return read_stream(spec, kind)
     return BY_NAME[kind].read(spec, kind)
 
 

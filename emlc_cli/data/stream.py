@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from emlc_cli.data.columns import check_features, encode_labels, unique_ids
-from emlc_cli.data.huggingface import dataset_error, image_column_of, pick_split, reported_by_emlc
+from emlc_cli.data.huggingface import at_resolved_revision, dataset_error, image_column_of, pick_split, reported_by_emlc
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.spec import SourceSpec, origin_record
 from emlc_cli.errors import DataError
@@ -34,7 +34,9 @@ SHA = 40
 
 
 def read_stream(spec: SourceSpec, kind: str) -> LabeledImages:
-    """A streamed source -> LabeledImages: labels, ids (and feature vectors) read now, images when decoded."""
+    """A streamed source -> LabeledImages: labels, ids (and feature vectors) read now, images when decoded. A Hub
+    revision is resolved to its commit first, and that commit is streamed."""
+    spec = at_resolved_revision(spec, kind)
     full = _stream(spec, kind)
     image_column = None if spec.feature_column else image_column_of(full, spec.image_column, spec.location)
     wanted = _first_pass_columns(full, spec)
