@@ -79,7 +79,8 @@ def cross_fitted(make_trainer: Callable[[TensorSet, int], Any], noisy: TensorSet
         parts = hooks.done.get(k)
         if parts is not None and not _fits(parts, int(scored.sum()), int(held.sum())):
             parts = None  # not the rows of this fold: trained again
-        if parts is None:
+        kept = parts is not None
+        if not kept:
             # the fold draws from its own generator and leaves the global one as it found it: a resumed run that
             # skips the folds done gives the same folds after them, and the same fine-tune, as an uninterrupted one
             with torch.random.fork_rng(devices=[]):
@@ -91,7 +92,7 @@ def cross_fitted(make_trainer: Callable[[TensorSet, int], Any], noisy: TensorSet
             hooks.keep(k, parts)
         pool_parts.append(parts[0])
         held_parts.append(parts[1])
-        emit(FoldReport(k, folds, int(scored.sum()), time.perf_counter() - started, kept=k in hooks.done))
+        emit(FoldReport(k, folds, int(scored.sum()), time.perf_counter() - started, kept=kept))
     if not distributed.world().is_main:
         return None, None
     return _assemble(pool_parts, pool_fold), _assemble(held_parts, held_fold)

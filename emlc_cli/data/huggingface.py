@@ -129,11 +129,11 @@ def pick_split(splits: list[str], wanted: str | None, where: str) -> str:
 
 def from_dataset(dataset: Any, spec: SourceSpec, kind: str) -> LabeledImages:
     """A `datasets.Dataset` -> LabeledImages: labels and ids read now, images decoded lazily."""
-    column = _require_column(dataset, spec.label_column, "--label-column", spec.location)
+    column = require_column(dataset, spec.label_column, "--label-column", spec.location)
     labels, classes, values, label_type = encode_labels(_column(dataset, column), column, dataset.features[column], spec.location)
     features, open_image, image_column, read_blobs = None, None, None, None
     if spec.feature_column:
-        features = feature_matrix(dataset, _require_column(dataset, spec.feature_column, "--feature-column", spec.location), spec.location)
+        features = feature_matrix(dataset, require_column(dataset, spec.feature_column, "--feature-column", spec.location), spec.location)
     else:
         image_column = image_column_of(dataset, spec.image_column, spec.location)
         raw = encoded_images(dataset, image_column)
@@ -146,7 +146,7 @@ def from_dataset(dataset: Any, spec: SourceSpec, kind: str) -> LabeledImages:
                          fingerprint=getattr(dataset, "_fingerprint", None), read_blobs=read_blobs)
 
 
-def _require_column(dataset: Any, name: str, option: str, where: str) -> str:
+def require_column(dataset: Any, name: str, option: str, where: str) -> str:
     if name not in dataset.column_names:
         raise DataError(f"no column '{name}' (columns: {', '.join(dataset.column_names)}); pass {option}", path=where)
     return name
@@ -160,7 +160,7 @@ def _column(dataset: Any, name: str) -> list[Any]:
 def _ids(dataset: Any, spec: SourceSpec, kind: str, image_column: Optional[str]) -> list[str]:
     """The id column's values; for a folder with metadata.csv its file names; else the row index."""
     if spec.id_column is not None:
-        column = _require_column(dataset, spec.id_column, "--id-column", spec.location)
+        column = require_column(dataset, spec.id_column, "--id-column", spec.location)
         return unique_ids([None if v is None else str(v) for v in _column(dataset, column)], column, spec.location)
     if kind == "metadata_folder" and image_column:
         return file_names(dataset, image_column, Path(spec.location))
@@ -182,8 +182,13 @@ def file_names(dataset: Any, column: str, folder: Path) -> list[str]:
 
 def feature_matrix(dataset: Any, column: str, where: str) -> np.ndarray:
     """A fixed-length list/array column -> float32 [N, D]; ragged, empty or non-finite vectors are refused."""
+    return vectors(dataset.with_format("numpy", columns=[column])[:][column], column, where)
+
+
+def vectors(values: Any, column: str, where: str) -> np.ndarray:
+    """A column's values (one vector per row) -> float32 [N, D], refused as feature_matrix says."""
     try:
-        matrix = np.asarray(dataset.with_format("numpy", columns=[column])[:][column], dtype=np.float32)
+        matrix = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError) as err:
         first = str(err).splitlines()[0][:120]
         raise DataError(f"column '{column}' must hold fixed-length float vectors ({first})", path=where) from None
@@ -195,7 +200,7 @@ def image_column_of(dataset: Any, wanted: str | None, where: str) -> str:
     from datasets import Image as ImageFeature
 
     if wanted is not None:
-        _require_column(dataset, wanted, "--image-column", where)
+        require_column(dataset, wanted, "--image-column", where)
         if not isinstance(dataset.features[wanted], ImageFeature):
             raise DataError(f"column '{wanted}' is not an Image feature ({dataset.features[wanted]})", path=where)
         return wanted

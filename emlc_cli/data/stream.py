@@ -21,8 +21,9 @@ from typing import Any, Iterator, Optional
 import numpy as np
 from PIL import Image
 
-from emlc_cli.data.columns import check_features, encode_labels, unique_ids
-from emlc_cli.data.huggingface import at_resolved_revision, dataset_error, image_column_of, pick_split, reported_by_emlc
+from emlc_cli.data.columns import encode_labels, unique_ids
+from emlc_cli.data.huggingface import (at_resolved_revision, dataset_error, image_column_of, pick_split, reported_by_emlc,
+                                       require_column, vectors)
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.spec import SourceSpec, origin_record
 from emlc_cli.errors import DataError
@@ -45,7 +46,7 @@ def read_stream(spec: SourceSpec, kind: str) -> LabeledImages:
                                                         full.features[spec.label_column], spec.location)
     ids = (unique_ids([None if v is None else str(v) for v in columns[spec.id_column]], spec.id_column, spec.location)
            if spec.id_column else [str(i) for i in range(len(labels))])
-    features = _feature_matrix(columns[spec.feature_column], spec.feature_column, spec.location) if spec.feature_column else None
+    features = vectors(columns[spec.feature_column], spec.feature_column, spec.location) if spec.feature_column else None
     reader = None if image_column is None else StreamImages(_stream(spec, kind, [image_column], image=image_column),
                                                             image_column, lengths, spec.location)
     origin = origin_record(replace(spec, image_column=image_column), kind, len(ids), label_type=label_type, label_values=values)
@@ -59,7 +60,7 @@ def _first_pass_columns(stream: Any, spec: SourceSpec) -> list[str]:
     named = ((spec.label_column, "--label-column"), (spec.id_column, "--id-column"), (spec.feature_column, "--feature-column"))
     for name, option in named:
         if name is not None:
-            _require(stream, name, option, spec.location)
+            require_column(stream, name, option, spec.location)
     return [name for name, _ in named if name is not None]
 
 
@@ -111,11 +112,6 @@ def _parquet_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.parquet")) or sorted(folder.glob("*/*.parquet"))
 
 
-def _require(stream: Any, name: str, option: str, where: str) -> None:
-    if name not in (stream.column_names or []):
-        raise DataError(f"no column '{name}' (columns: {', '.join(stream.column_names or [])}); pass {option}", path=where)
-
-
 def _read_columns(stream: Any, columns: list[str], where: str) -> tuple[dict[str, list], list[int]]:
     """Every row's values of `columns`, shard after shard, and each source shard's row count."""
     values: dict[str, list] = {name: [] for name in columns}
@@ -141,15 +137,6 @@ def _batches(part: Any, where: str) -> Iterator[dict[str, list]]:
         except Exception as err:  # pyarrow / datasets / the network, mid-stream
             raise dataset_error("reading the stream failed", err, where) from None
         yield batch
-
-
-def _feature_matrix(rows: list, column: str, where: str) -> np.ndarray:
-    try:
-        matrix = np.asarray(rows, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        first = str(err).splitlines()[0][:120]
-        raise DataError(f"column '{column}' must hold fixed-length float vectors ({first})", path=where) from None
-    return check_features(matrix, f"column '{column}'", where)
 
 
 def _fingerprint(spec: SourceSpec, kind: str) -> Optional[str]:
