@@ -202,8 +202,9 @@ def label_accuracy_text(estimate: dict[str, Any]) -> str:
     given, fixed = estimate["given"], estimate["corrected"]
     if given is None or fixed is None:
         return estimate["source"]
+    checked = f"; checked on {estimate['checked_on']} verified images" if estimate.get("checked_on") else ""
     return (f"given {given['estimate']:.1%} ({given['low']:.1%}-{given['high']:.1%}), corrected {fixed['estimate']:.1%} "
-            f"({fixed['low']:.1%}-{fixed['high']:.1%}); from {estimate['source']}")
+            f"({fixed['low']:.1%}-{fixed['high']:.1%}); from {estimate['source']}{checked}")
 
 
 def too_weak_text(estimate: dict[str, Any]) -> str:

@@ -5,8 +5,12 @@ too often, so its noise estimate reads low and wrong labels it memorised stay. C
 pool into K folds and trains K more teacher/student pairs, each on the verified images and K - 1 folds; every
 noisy image is then scored by the pair that never saw it. Each holdout image is scored by one fold's pair too
 (assigned the same way), so that the decision is validated on predictions of the same kind as it is applied
-to. The run's own student (trained on the whole pool) is still the checkpoint and what the fine-tune starts
-from; only the decision reads the fold predictions.
+to. With `correct.cross_fit_verified` (the default) the verified images are split into the same number of folds
+as well: fold k's pair learns from the verified images outside verified fold k and scores those inside it, so
+that every verified image, not only the holdout's tenth, checks the decision with a prediction made without it.
+Those pairs keep their last epoch (no holdout of their own to pick one by: picking on the images they score would
+flatter them). The run's own student (trained on the whole pool) is still the checkpoint and what the fine-tune
+starts from; only the decision reads the fold predictions.
 """
 from __future__ import annotations
 
@@ -66,11 +70,13 @@ class FoldHooks:
     train: Callable[[Any, int], None] = _drain
 
 
-def cross_fitted(make_trainer: Callable[[TensorSet, int], Any], noisy: TensorSet, holdout: TensorSet, folds: int,
-                 seed: int, emit: Callable[[Any], None] = lambda event: None,
-                 hooks: Optional[FoldHooks] = None) -> tuple[dict | None, dict | None]:
-    """Out-of-fold predictions (the trainer's `predict` dicts) for the noisy pool and the holdout, gathered on
-    rank 0 (None on the other ranks). `make_trainer(train_set, fold)` builds a fresh trainer on `train_set`."""
+def cross_fitted(make_trainer: Callable[[TensorSet, Optional[TensorSet], int], Any], noisy: TensorSet, holdout: TensorSet,
+                 folds: int, seed: int, emit: Callable[[Any], None] = lambda event: None,
+                 hooks: Optional[FoldHooks] = None, train_on_holdout: bool = False) -> tuple[dict | None, dict | None]:
+    """Out-of-fold predictions (the trainer's `predict` dicts) for the noisy pool and `holdout`, gathered on
+    rank 0 (None on the other ranks). `make_trainer(train_set, clean_set, fold)` builds a fresh trainer on
+    `train_set`; `clean_set` is None (the run's own verified training images) unless `train_on_holdout`, where it
+    is the holdout rows outside the fold (`holdout` is then every verified image)."""
     hooks = hooks or FoldHooks()
     pool_fold, held_fold = fold_of(len(noisy), folds, seed), fold_of(len(holdout), folds, seed + 1)
     pool_parts, held_parts = [], []
@@ -85,7 +91,7 @@ def cross_fitted(make_trainer: Callable[[TensorSet, int], Any], noisy: TensorSet
             # skips the folds done gives the same folds after them, and the same fine-tune, as an uninterrupted one
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(fold_seed(seed, k))
-                trainer = make_trainer(subset(noisy, ~scored), k)
+                trainer = make_trainer(subset(noisy, ~scored), subset(holdout, ~held) if train_on_holdout else None, k)
                 hooks.train(trainer, k)
                 parts = (trainer.predict_to_main(subset(noisy, scored)),
                          trainer.predict_to_main(subset(holdout, held)) if held.any() else None)

@@ -38,15 +38,18 @@ def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.
     given = prepared.dataset.labels[noisy_idx]
     pool = TensorSet(images, torch.from_numpy(given), torch.as_tensor(noisy_idx, dtype=torch.long))
     folds = cross_fit.folds_for(recipe.correct.cross_fit, len(noisy_idx))
+    checked = trainer.holdout
     if folds:
-        preds, held = cross_fit.cross_fitted(lambda part, k: _fold_trainer(trainer, part, seed, k), pool, trainer.holdout,
-                                             folds, seed, emit, hooks)
+        on_verified = recipe.correct.cross_fit_verified and len(trainer.clean) + len(trainer.holdout) >= folds
+        checked = _joined(trainer.clean, trainer.holdout) if on_verified else trainer.holdout
+        preds, held = cross_fit.cross_fitted(lambda part, clean, k: _fold_trainer(trainer, part, clean, seed, k), pool,
+                                             checked, folds, seed, emit, hooks, train_on_holdout=on_verified)
     else:
         preds, held = trainer.predict_to_main(pool), None
     decided: list[Result] = []
 
     def on_rank0() -> tuple[np.ndarray, np.ndarray, float]:
-        decided.append(_corrections(trainer, prepared, preds, noisy_idx, recipe, held))
+        decided.append(_corrections(trainer, prepared, preds, noisy_idx, recipe, held, checked))
         return decided[0].labels, decided[0].confidence, decided[0].temperature
 
     labels, confidence, temperature = distributed.on_main(on_rank0)
@@ -55,32 +58,41 @@ def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.
     return result
 
 
-def _fold_trainer(trainer: MetaTrainer, part: TensorSet, seed: int, fold: int) -> MetaTrainer:
-    return MetaTrainer(trainer.recipe, trainer.num_classes, part, trainer.clean, trainer.holdout, device=trainer.device,
-                       seed=cross_fit.fold_seed(seed, fold))
+def _joined(first: TensorSet, second: TensorSet) -> TensorSet:
+    return TensorSet(first.images, torch.cat([first.labels, second.labels]), torch.cat([first.rows, second.rows]))
+
+
+def _fold_trainer(trainer: MetaTrainer, part: TensorSet, clean: TensorSet | None, seed: int, fold: int) -> MetaTrainer:
+    """A fold's pair. Given its own verified images (`clean`), it has no holdout and keeps its last epoch: the
+    images it will score are the only verified ones it did not train on."""
+    holdout = trainer.holdout if clean is None else TensorSet(part.images, part.labels[:0], part.rows[:0])
+    return MetaTrainer(trainer.recipe, trainer.num_classes, part, trainer.clean if clean is None else clean, holdout,
+                       device=trainer.device, seed=cross_fit.fold_seed(seed, fold))
 
 
 def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_idx: list[int], recipe: Recipe,
-                 held: dict | None = None) -> Result:
-    """The decision from the noisy pool's predictions `preds` (and the holdout's, `held`, when they are the
-    cross-fitted ones); verified rows keep their verified label."""
+                 held: dict | None = None, checked: TensorSet | None = None) -> Result:
+    """The decision from the noisy pool's predictions `preds`, checked on the verified images `checked` (the
+    holdout unless the verified images were cross-fitted too) whose predictions are `held` when they are the
+    cross-fitted ones; verified rows keep their verified label."""
     n = len(prepared.dataset)
     labels, confidence = prepared.dataset.labels.copy(), np.ones(n)
     for i, label in prepared.verified.items():
         labels[i] = label
     given = prepared.dataset.labels[noisy_idx]
-    holdout = held if held is not None else trainer.predict(trainer.holdout)
+    checked = trainer.holdout if checked is None else checked
+    holdout = held if held is not None else trainer.predict(checked)
     holdout_log = np.log(trainer.source_probs(holdout) + 1e-12)
-    temperature = corrections.fit_temperature(holdout_log, trainer.holdout.labels.numpy())
+    temperature = corrections.fit_temperature(holdout_log, checked.labels.numpy())
     probs = corrections.softmax(np.log(trainer.source_probs(preds) + 1e-12) / temperature)
     holdout_probs = corrections.softmax(holdout_log / temperature)
     if recipe.correct.rule == "posterior":
-        fixed, report = _guarded(prepared, probs, given, holdout_probs, cross_fitted=held is not None)
+        fixed, report = _guarded(prepared, probs, given, holdout_probs, checked.rows.tolist(), cross_fitted=held is not None)
     else:
         fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct), {}
     labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
-    known = {**dict(zip(noisy_idx, probs)), **dict(zip(trainer.holdout.rows.tolist(), holdout_probs)),
-             **_calibrated(trainer, trainer.clean, temperature)}
+    in_sample = {} if len(checked) > len(trainer.holdout) else _calibrated(trainer, trainer.clean, temperature)
+    known = {**dict(zip(noisy_idx, probs)), **dict(zip(checked.rows.tolist(), holdout_probs)), **in_sample}
     every = _every_row_probs(n, probs.shape[1], known)
     suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])
     names, paths = prepared.dataset.classes, prepared.dataset.paths
@@ -105,15 +117,15 @@ def _every_row_probs(n: int, classes: int, known: dict[int, np.ndarray]) -> np.n
     return every
 
 
-def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray,
+def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, checked: list[int],
              cross_fitted: bool = False) -> tuple[corrections.Corrections, dict]:
-    """The posterior rule, validated on the verified holdout (see evidence.py): it changes nothing when the holdout
-    shows no gain, and reports the estimated label accuracy before and after."""
+    """The posterior rule, validated on the verified images `checked` (see evidence.py): it changes nothing when
+    they show no gain, and reports the estimated label accuracy before and after."""
     ds, verified = prepared.dataset, prepared.verified
     ids = sorted(verified)
     verified_labels = np.array([verified[i] for i in ids], dtype=np.int64)
-    held_labels = np.array([verified[i] for i in prepared.holdout], dtype=np.int64)
+    held_labels = np.array([verified[i] for i in checked], dtype=np.int64)
     em = corrections.estimate_transition(probs, given, probs.shape[1])
-    judged = evidence.judge(probs, given, holdout_probs, held_labels, ds.labels[prepared.holdout], verified_labels,
+    judged = evidence.judge(probs, given, holdout_probs, held_labels, ds.labels[checked], verified_labels,
                             ds.labels[ids], em, cross_fitted)
     return corrections.Corrections(judged.labels, judged.confidence, judged.distribution), judged.report

@@ -81,6 +81,7 @@ class CorrectConfig:
     threshold: float = 0.5
     source: Literal["student", "teacher", "ensemble"] = "student"
     cross_fit: int = 0  # folds of out-of-sample predictions for the decision (cross_fit.py); 0: off
+    cross_fit_verified: bool = True  # with cross_fit: the verified images are folded too, all of them check the decision
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ PROBS = "probs.npy"            # float32, one row per corrected.csv row, one col
 PROBS_MEANING = ("class probabilities p(class | image) of the model the decision used (correct.source: the student "
                  "unless the recipe says otherwise), temperature-calibrated on the verified holdout, before the "
                  "student's fine-tune; in-sample for the noisy pool and the verified images it trained on, out of "
-                 "sample for the verified holdout")
+                 "sample for the verified holdout; with correct.cross_fit, out of sample for the noisy pool and "
+                 "(correct.cross_fit_verified) for every verified image, each from the fold model that never saw it")
 REVIEW = "review.html"         # where `emlc review` writes its report unless told otherwise
 STUDENT, TEACHER, BACKBONE = "student", "teacher", "backbone"  # model stems: STEM.safetensors + STEM.json
 STATE_FILE = "training_state.pt"  # the resumable training state, kept only in the staging folder

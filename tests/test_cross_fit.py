@@ -41,7 +41,8 @@ def test_each_row_is_predicted_by_the_fold_model_that_did_not_train_on_it():
     holdout = TensorSet(images, torch.zeros(7, dtype=torch.long), torch.arange(0, 7))
     built, events = [], []
 
-    def make(train: TensorSet, fold: int) -> RecordingTrainer:
+    def make(train: TensorSet, clean: TensorSet | None, fold: int) -> RecordingTrainer:
+        assert clean is None  # the run's own verified training images
         built.append(fold)
         return RecordingTrainer(train, 40)
 
@@ -54,6 +55,26 @@ def test_each_row_is_predicted_by_the_fold_model_that_did_not_train_on_it():
         assert preds["student_probs"][i, row] == 0  # its model never saw it
         assert preds["student_probs"][i].sum() == 20  # ... and saw the other two folds
     assert (held["row"][:, 0].astype(int) == np.arange(7)).all()
+
+
+def test_with_the_verified_images_folded_each_is_scored_by_a_model_that_never_trained_on_it():
+    images = torch.zeros(40, 3)
+    pool = TensorSet(images, torch.zeros(30, dtype=torch.long), torch.arange(10, 40))
+    verified = TensorSet(images, torch.zeros(10, dtype=torch.long), torch.arange(0, 10))
+    cleans = []
+
+    def make(train: TensorSet, clean: TensorSet, fold: int) -> RecordingTrainer:
+        cleans.append(clean.rows.tolist())
+        return RecordingTrainer(TensorSet(images, train.labels, torch.cat([train.rows, clean.rows])), 40)
+
+    preds, held = cross_fitted(make, pool, verified, 3, seed=0, train_on_holdout=True)
+    assert sorted(len(rows) for rows in cleans) == [6, 7, 7]  # each fold learns from the other two verified folds
+    assert sorted(r for rows in cleans for r in rows) == sorted(2 * list(range(10)))
+    rows = held["row"][:, 0].astype(int)
+    assert (rows == np.arange(10)).all()
+    for i, row in enumerate(rows):
+        assert held["student_probs"][i, row] == 0  # its model never saw it, as a verified image or otherwise
+        assert set(np.flatnonzero(held["student_probs"][i, :10])) == set(next(c for c in cleans if row not in c))
 
 
 def test_a_pool_too_small_for_its_folds_gets_fewer_or_none():
@@ -76,7 +97,7 @@ def test_an_empty_holdout_gives_no_holdout_predictions():
     images = torch.zeros(12, 3)
     pool = TensorSet(images, torch.zeros(12, dtype=torch.long), torch.arange(12))
     empty = TensorSet(images, torch.zeros(0, dtype=torch.long), torch.arange(0))
-    preds, held = cross_fitted(lambda train, k: RecordingTrainer(train, 12), pool, empty, 2, seed=0)
+    preds, held = cross_fitted(lambda train, clean, k: RecordingTrainer(train, 12), pool, empty, 2, seed=0)
     assert held is None and preds["row"].shape == (12, 1)
 
 
@@ -112,6 +133,8 @@ def test_cross_fitted_predictions_measure_the_noise_the_memorising_student_hides
                         overrides=["train.epochs=40", f"correct.cross_fit={folds}"])
         rates[folds] = run.summary["label_accuracy"]["noise_rate_model"]
         assert run.summary["cross_fit"] == folds
+        # checked on the holdout's tenth alone, or, cross-fitted, on every verified image
+        assert run.summary["label_accuracy"]["checked_on"] == (300 if folds else run.summary["holdout"])
     true_rate = float((given[300:] != truth[300:]).mean())
     assert rates[0] < true_rate - 0.05  # the student that trained on the labels agrees with them
     assert abs(rates[3] - true_rate) < abs(rates[0] - true_rate) - 0.03
