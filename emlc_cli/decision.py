@@ -41,7 +41,8 @@ def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.
     checked = trainer.holdout
     if folds:
         on_verified = recipe.correct.cross_fit_verified and len(trainer.clean) + len(trainer.holdout) >= folds
-        checked = _joined(trainer.clean, trainer.holdout) if on_verified else trainer.holdout
+        if on_verified:
+            checked = _joined(trainer.clean, trainer.holdout)
         preds, held = cross_fit.cross_fitted(lambda part, clean, k: _fold_trainer(trainer, part, clean, seed, k), pool,
                                              checked, folds, seed, emit, hooks, train_on_holdout=on_verified)
     else:
@@ -71,7 +72,7 @@ def _fold_trainer(trainer: MetaTrainer, part: TensorSet, clean: TensorSet | None
 
 
 def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_idx: list[int], recipe: Recipe,
-                 held: dict | None = None, checked: TensorSet | None = None) -> Result:
+                 held: dict | None, checked: TensorSet) -> Result:
     """The decision from the noisy pool's predictions `preds`, checked on the verified images `checked` (the
     holdout unless the verified images were cross-fitted too) whose predictions are `held` when they are the
     cross-fitted ones; verified rows keep their verified label."""
@@ -80,7 +81,6 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_id
     for i, label in prepared.verified.items():
         labels[i] = label
     given = prepared.dataset.labels[noisy_idx]
-    checked = trainer.holdout if checked is None else checked
     holdout = held if held is not None else trainer.predict(checked)
     holdout_log = np.log(trainer.source_probs(holdout) + 1e-12)
     temperature = corrections.fit_temperature(holdout_log, checked.labels.numpy())
@@ -91,7 +91,7 @@ def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_id
     else:
         fixed, report = corrections.correct(probs, preds["retain"], given, recipe.correct), {}
     labels[noisy_idx], confidence[noisy_idx] = fixed.labels, fixed.confidence
-    in_sample = {} if len(checked) > len(trainer.holdout) else _calibrated(trainer, trainer.clean, temperature)
+    in_sample = {} if checked is not trainer.holdout else _calibrated(trainer, trainer.clean, temperature)
     known = {**dict(zip(noisy_idx, probs)), **dict(zip(checked.rows.tolist(), holdout_probs)), **in_sample}
     every = _every_row_probs(n, probs.shape[1], known)
     suggestions = corrections.verification_candidates(fixed, given, preds["retain"], preds["teacher_probs"], preds["student_probs"])

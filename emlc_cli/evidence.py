@@ -191,23 +191,26 @@ def clearly_better(other: Decision, chosen: Decision) -> bool:
     return True
 
 
-def labels_accuracy(counts: np.ndarray, pairs: bool, em: np.ndarray, verified_labels: np.ndarray) -> float:
-    """The given labels' accuracy: the in-place pairs' agreement, else the EM transition's."""
-    if pairs:
-        return float(np.trace(counts) / counts.sum())
+def model_given_accuracy(em: np.ndarray, verified_labels: np.ndarray) -> float:
+    """The given labels' accuracy under the EM transition, with the verified images' class prior."""
     return given_accuracy(em, np.bincount(verified_labels, minlength=em.shape[0]) / max(1, len(verified_labels)))
 
 
-def weaker_than_the_labels(probs: np.ndarray, labels: np.ndarray, labels_accuracy: float) -> Decision | None:
+def labels_accuracy(counts: np.ndarray, pairs: bool, em: np.ndarray, verified_labels: np.ndarray) -> float:
+    """The given labels' accuracy: the in-place pairs' agreement, else the EM transition's."""
+    return float(np.trace(counts) / counts.sum()) if pairs else model_given_accuracy(em, verified_labels)
+
+
+def weaker_than_the_labels(probs: np.ndarray, labels: np.ndarray, estimate: float) -> Decision | None:
     """With few verified images, a model less accurate on them than the given labels are estimated to be does not
     overrule those labels: its noise estimate is as weak as it is (on 600 + 100 feature rows, a model 27-47 %
     accurate read 33-45 % noise where there was 9-17 %, and the guard's simulation, built on that estimate, passed
     rules that cost 2 to 10 points)."""
     accuracy = float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0
-    if accuracy >= labels_accuracy:
+    if accuracy >= estimate:
         return None
     return Decision(math.inf, 0.0, 0.0, f"the model is {accuracy:.0%} accurate on the {len(labels)} verified images it "
-                                        f"was checked on, below the {labels_accuracy:.0%} it estimates for the given "
+                                        f"was checked on, below the {estimate:.0%} it estimates for the given "
                                         f"labels; with fewer than {SMALL_VERIFIED} verified images that is too weak to "
                                         f"overrule them")
 
@@ -236,9 +239,10 @@ def judge(probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, holdo
     pairs = in_place(counts)
     transitions = candidate_transitions(em, counts, pairs)
     small = len(verified_labels) < SMALL_VERIFIED
-    decision = weaker_than_the_labels(holdout_probs, holdout_labels, labels_accuracy(counts, pairs, em, verified_labels)) \
-        if small else None
-    decision = decision or choose_rule(holdout_probs, holdout_labels, transitions, holdout_given if pairs else None, small=small)
+    estimate = labels_accuracy(counts, pairs, em, verified_labels)
+    weak = weaker_than_the_labels(holdout_probs, holdout_labels, estimate) if small else None
+    decision = weak or choose_rule(holdout_probs, holdout_labels, transitions, holdout_given if pairs else None,
+                                   small=small)
     transition = transitions[decision.shrink]
     labels = given.copy() if math.isinf(decision.margin) else decide(probs, given, transition, decision.margin)
     dist = posterior(probs, given, transition)
@@ -261,11 +265,11 @@ def accuracy_report(counts: np.ndarray, pairs: bool, em: np.ndarray, verified_la
     high in some of our benchmarks: an over-confident posterior, a holdout the model never memorised), its
     interval widened by the holdout gain's spread."""
     n = counts.sum()
-    prior = np.bincount(verified_labels, minlength=em.shape[0]) / max(1, len(verified_labels))
-    from_model = given_accuracy(em, prior)
+    from_model = model_given_accuracy(em, verified_labels)
     too_weak = math.isinf(decision.margin)
     if pairs:
-        given, (low, high), source = float(np.trace(counts) / n), wilson(np.trace(counts), n), "verified images kept in place"
+        given, (low, high) = labels_accuracy(counts, pairs, em, verified_labels), wilson(np.trace(counts), n)
+        source = "verified images kept in place"
     elif too_weak:  # a model too weak to correct is too weak to measure the noise: say so, not a number
         return _unknown_accuracy(decision, from_model, changed)
     else:
