@@ -171,3 +171,19 @@ def test_with_few_verified_images_a_model_weaker_than_the_labels_does_not_overru
     assert "too weak to overrule them" in few.report["reason"] and "58% accurate on the 200 verified" in few.report["reason"]
     more, given, true = judged(0.4, 1.2, in_place=False, holdout=200, trained_on=100)
     assert (more.labels == true).mean() > (given == true).mean() + 0.05
+
+
+def test_a_model_far_weaker_than_the_labels_gets_an_interval_open_both_ways():
+    em = np.full((10, 10), 0.22 / 9)
+    np.fill_diagonal(em, 0.78)  # the model reads the labels as 78 % right
+    labels = np.repeat(np.arange(10), 30)
+    decision = evidence.Decision(1.0, 0.004, 0.001, "")
+    report = lambda accuracy: evidence.accuracy_report(np.diag(np.full(10, 30.0)), False, em, labels, decision, 0.004, 94,  # noqa: E731
+                                                       True, accuracy)
+    given = report(None)["given"]["estimate"]
+    for close in (None, given - 0.10):  # a model nearly as good as the labels: the optimistic bias only
+        assert report(close)["given"]["high"] < given + 0.06 and "both" not in report(close)["source"]
+    weak = report(0.49)  # sym10-3k, cross-fitted: 49 % accurate, labels read 78 % where they were 90 %
+    assert weak["given"]["high"] >= given + evidence.MODEL_OPTIMISM - 1e-9 and weak["given"]["high"] >= 0.90
+    assert weak["corrected"]["high"] > weak["given"]["high"] and "49% accurate" in weak["source"]
+    assert weak["given"]["low"] == report(None)["given"]["low"]
