@@ -6,6 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from emlc_cli.data.loaders import BatchMaker, TensorSet, ordered_batches
+from emlc_cli.runtime import release_freed_heap
+
+TRIM_EVERY = 32  # batches between heap trims: a trim costs about a millisecond, a batch about 200
 
 
 @torch.no_grad()
@@ -14,7 +17,9 @@ def predict(student: nn.Module, teacher: nn.Module, batches: BatchMaker, data: T
     """Logits and probabilities of both networks, and the enhancer's retain weight for each row's label."""
     device = batches.device
     out: dict[str, list[Tensor]] = {"teacher_logits": [], "student_logits": [], "retain": []}
-    for idx in ordered_batches(len(data), batch_size):
+    for n, idx in enumerate(ordered_batches(len(data), batch_size), 1):
+        if n % TRIM_EVERY == 0:
+            release_freed_heap()
         x = batches(data.take(idx), train=False)
         features, logits = teacher.classifier.features_and_logits(x)
         out["teacher_logits"].append(logits.float().cpu())

@@ -4,6 +4,7 @@ Torch is imported only inside the functions that need it, so that `emlc clean` c
 whether it runs under torchrun before torch is loaded (a bad input answers in well under a second)."""
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 from typing import TYPE_CHECKING, Optional
@@ -84,3 +85,13 @@ def seed_everything(seed: int) -> "torch.Generator":
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def release_freed_heap() -> None:
+    """Hand glibc's freed heap back to the system. Decoder threads leave buffers in per-thread arenas, and
+    batch after batch of eval-mode activations fragment the heap once glibc's adaptive mmap threshold has risen
+    (prediction over 1M images grew the process by 5 GB, benchmarks/RESULTS.md). A no-op without glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -14,7 +14,6 @@ others', one shard at a time, so no rank ever holds a second full copy.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -31,6 +30,7 @@ from emlc_cli.data import store
 from emlc_cli.data.decode import decode_images
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.errors import OutputError
+from emlc_cli.runtime import release_freed_heap
 
 log = logging.getLogger(__name__)
 CACHE_FILE = store.IMAGES
@@ -234,7 +234,7 @@ def _decode_my_shard(cache: Tensor, ds: LabeledImages, size: int, workers: int, 
     world = distributed.world()
     mine = distributed.shard(len(ds), world.size, world.rank)
     _, bad = decode_images(ds, size, workers, mine, out=cache[mine.start: mine.stop], resize=resize)
-    _release_freed_heap()
+    release_freed_heap()  # the decoder threads' buffers, before training
     return bad
 
 
@@ -242,9 +242,3 @@ def _all_unreadable(bad: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return sorted(item for part in distributed.gather_objects(bad) for item in part)
 
 
-def _release_freed_heap() -> None:
-    """Decoder threads leave freed buffers in glibc's per-thread arenas; hand them back before training."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
