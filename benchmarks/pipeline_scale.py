@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import scale  # noqa: E402  (the generated folders)
+from make_task import _write  # noqa: E402  (a path,label CSV)
+from scaling import PEAK  # noqa: E402  (a one-child wrapper printing the child's peak RSS)
 
 FIXED_STEPS = ["train.epochs=2", "meta.warmup_epochs=1", "train.max_steps_per_epoch=20", "train.finetune_epochs=0"]
-PEAK = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-        "print('PEAK', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
 PHASES = ("validation", "decode", "training", "corrections", "outputs")
 
 
@@ -45,21 +45,13 @@ def write_task(folder: Path, task: Path, rate: float, verified: int) -> float:
     return float((given == ds.labels).mean())
 
 
-def _write(path: Path, paths: list[str], labels: list[str]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows(zip(paths, labels))
-
-
 def timed(command: list[str], env: dict) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of one command in a fresh process."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", PEAK, *command], env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    peak = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("PEAK"))
-    return time.perf_counter() - started, peak / 2**20
+    return time.perf_counter() - started, int(done.stdout.split()[-1]) / 2**20
 
 
 def run_size(work: Path, size: int, rate: float, verified: int, overrides: list[str]) -> dict:

@@ -201,15 +201,19 @@ def labels_accuracy(counts: np.ndarray, pairs: bool, em: np.ndarray, verified_la
     return float(np.trace(counts) / counts.sum()) if pairs else model_given_accuracy(em, verified_labels)
 
 
-def weaker_than_the_labels(probs: np.ndarray, labels: np.ndarray, estimate: float) -> Decision | None:
+def model_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Argmax accuracy on the checked verified images (0 when there are none)."""
+    return float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0
+
+
+def weaker_than_the_labels(accuracy: float, checked: int, estimate: float) -> Decision | None:
     """With few verified images, a model less accurate on them than the given labels are estimated to be does not
     overrule those labels: its noise estimate is as weak as it is (on 600 + 100 feature rows, a model 27-47 %
     accurate read 33-45 % noise where there was 9-17 %, and the guard's simulation, built on that estimate, passed
     rules that cost 2 to 10 points)."""
-    accuracy = float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0
     if accuracy >= estimate:
         return None
-    return Decision(math.inf, 0.0, 0.0, f"the model is {accuracy:.0%} accurate on the {len(labels)} verified images it "
+    return Decision(math.inf, 0.0, 0.0, f"the model is {accuracy:.0%} accurate on the {checked} verified images it "
                                         f"was checked on, below the {estimate:.0%} it estimates for the given "
                                         f"labels; with fewer than {SMALL_VERIFIED} verified images that is too weak to "
                                         f"overrule them")
@@ -240,7 +244,8 @@ def judge(probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, holdo
     transitions = candidate_transitions(em, counts, pairs)
     small = len(verified_labels) < SMALL_VERIFIED
     estimate = labels_accuracy(counts, pairs, em, verified_labels)
-    weak = weaker_than_the_labels(holdout_probs, holdout_labels, estimate) if small else None
+    accuracy = model_accuracy(holdout_probs, holdout_labels)
+    weak = weaker_than_the_labels(accuracy, len(holdout_labels), estimate) if small else None
     decision = weak or choose_rule(holdout_probs, holdout_labels, transitions, holdout_given if pairs else None,
                                    small=small)
     transition = transitions[decision.shrink]
@@ -249,9 +254,8 @@ def judge(probs: np.ndarray, given: np.ndarray, holdout_probs: np.ndarray, holdo
     rows = np.arange(len(given))
     confidence = dist[rows, labels]
     pool_gain = float(np.mean(dist[rows, labels] - dist[rows, given])) if len(given) else 0.0
-    checked_accuracy = float((holdout_probs.argmax(1) == holdout_labels).mean()) if len(holdout_labels) else None
     report = accuracy_report(counts, pairs, em, verified_labels, decision, pool_gain, int(np.sum(labels != given)),
-                             cross_fitted, checked_accuracy)
+                             cross_fitted, accuracy if len(holdout_labels) else None)
     report["checked_on"] = len(holdout_labels)  # the verified images the decision was validated on
     return Judgement(labels, confidence, dist, transition, decision, report)
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from emlc_cli.data.loaders import BatchMaker, TensorSet, ordered_batches
 from emlc_cli.runtime import release_freed_heap
 
-TRIM_EVERY = 32  # batches between heap trims: a trim costs about a millisecond, a batch about 200
+TRIM_EVERY = 32  # batches between heap trims: 1M images grew the heap 0.2 GB with them, 5 GB without
 
 
 @torch.no_grad()
