@@ -209,7 +209,8 @@ def label_accuracy_text(estimate: dict[str, Any]) -> str:
 
 def too_weak_text(estimate: dict[str, Any]) -> str:
     return (f"the evidence is too weak to correct: {estimate['reason']}; {estimate['changed']} labels changed. "
-            f"Verify more images (start with {TO_VERIFY}) and pass them as another --clean")
+            f"Verify more images (start with {TO_VERIFY}) and pass them as another --clean, with a column picked=1 "
+            f"(emlc review's decisions.csv has it); a random sample verified in place measures the noise itself")
 
 
 def metrics_table(title: str, rows: dict[str, Any]) -> None:

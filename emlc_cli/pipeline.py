@@ -161,7 +161,8 @@ def _check_and_load_state(out: Path, data: SourceSpec, clean_csv: list[Path], ov
 
 def _fingerprint(prepared: Prepared, recipe: Recipe, seed: int) -> dict[str, Any]:
     ds = prepared.dataset
-    return resume_checks.fingerprint(ds.paths, ds.labels, ds.classes, prepared.verified, recipe.to_dict(), seed)
+    return resume_checks.fingerprint(ds.paths, ds.labels, ds.classes, prepared.verified, recipe.to_dict(), seed,
+                                     prepared.picked)
 
 
 def _load_saved(trainer: MetaTrainer, saved: dict[str, Any], where: Path) -> None:
@@ -260,7 +261,7 @@ def _summary(prepared: Prepared, result: decision.Result, trainer: MetaTrainer, 
     changed = given != fixed
     steps = recipe.train.epochs * trainer.steps_per_epoch
     return {
-        "images": len(ds), "noisy": len(noisy_idx), "verified": len(prepared.verified),
+        "images": len(ds), "noisy": len(noisy_idx), "verified": len(prepared.verified), "verified_picked": len(prepared.picked),
         "verified_train": len(prepared.clean_train), "holdout": len(prepared.holdout),
         "holdout_paths": [ds.paths[i] for i in prepared.holdout], "validation_seconds": round(prepared.seconds, 2),
         "changed": int(changed.sum()),

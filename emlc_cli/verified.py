@@ -2,6 +2,7 @@
 coverage warnings, and the stratified holdout that validates every decision."""
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from emlc_cli.backbones import BACKBONES, check_model_input
 from emlc_cli.data.imagefolder import check_inside
 from emlc_cli.data.kinds import load_source
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.data.manifest import read_path_label_csv, resolve_clean_rows
+from emlc_cli.data.manifest import read_path_label_csv, read_picked, resolve_clean_rows
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError
 from emlc_cli.recipe import Recipe
@@ -27,6 +28,12 @@ class Prepared:
     holdout: list[int]
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    picked: set[int] = field(default_factory=set)  # verified because emlc suggested them (read_picked): not a random sample
+
+    @property
+    def sampled(self) -> list[int]:
+        """The verified images not picked by emlc: the only ones whose pairs measure the noise and that check decisions."""
+        return [i for i in sorted(self.verified) if i not in self.picked]
 
     @property
     def clean_train(self) -> list[int]:
@@ -39,7 +46,8 @@ class Prepared:
 
     def describe(self) -> str:
         """`120 images, 3 classes, 18 verified (6 held out for model selection)`."""
-        return (f"{len(self.dataset)} images, {len(self.dataset.classes)} classes, {len(self.verified)} verified "
+        picked = f", {len(self.picked)} of them picked by emlc" if self.picked else ""
+        return (f"{len(self.dataset)} images, {len(self.dataset.classes)} classes, {len(self.verified)} verified{picked} "
                 f"({len(self.holdout)} held out for model selection)")
 
 
@@ -52,6 +60,7 @@ def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, seed
     dataset = load_source(data)
     check_model_input(dataset, recipe.model.backbone)
     verified: dict[int, int] = {}
+    picked: set[int] = set()
     index = dataset.index_of()
     key = manifest_key(dataset.kind)
     for manifest in clean_csv:
@@ -59,12 +68,26 @@ def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, seed
         for path, _, row in rows:
             if key == "path":
                 check_inside(dataset.root, path, Path(manifest), row)
-        for i, label in resolve_clean_rows(rows, Path(manifest), index, dataset.classes).items():
+        resolved = resolve_clean_rows(rows, Path(manifest), index, dataset.classes)
+        for i, label in resolved.items():
             if verified.setdefault(i, label) != label:
                 raise DataError(f"'{dataset.paths[i]}' is verified with conflicting labels across manifests", path=manifest)
+        picked |= _picked_rows(Path(manifest), key, rows, resolved, index)
     _check_enough(verified, dataset, clean_csv, recipe)
-    holdout = _holdout(verified, recipe.data.holdout_fraction, seed)
-    return Prepared(dataset, verified, holdout, _coverage_warnings(verified, dataset.classes))
+    sampled = {i: label for i, label in verified.items() if i not in picked}
+    holdout = _holdout(sampled, recipe.data.holdout_fraction, seed)
+    return Prepared(dataset, verified, holdout, _coverage_warnings(verified, dataset.classes), picked=picked)
+
+
+def _picked_rows(manifest: Path, key: str, rows: list[tuple[str, str, int]], resolved: dict[int, int],
+                 index: dict[str, int]) -> set[int]:
+    """Rows emlc suggested: every decision of a Label Studio export (its tasks come in emlc's order, to-verify
+    first), and the rows a CSV marks in its `picked` column (the review report's decisions.csv marks them all)."""
+    if manifest.suffix.lower() == ".json":
+        return set(resolved)
+    marked = read_picked(manifest, key)
+    where = {path: index.get(path, index.get(posixpath.normpath(path))) for path, _, _ in rows if path in marked}
+    return {i for i in where.values() if i in resolved}
 
 
 def _validate_backbone(recipe: Recipe) -> None:

@@ -27,8 +27,8 @@ def test_builtin_dir_is_the_package_resource():
 
 
 def test_overrides_apply_with_types():
-    recipe = load_recipe("quick", ["train.epochs=4", "model.width=8", "correct.rule=argmax", "train.teacher_lr=1e-2"])
-    assert recipe.train.epochs == 4 and recipe.model.width == 8 and recipe.correct.rule == "argmax"
+    recipe = load_recipe("quick", ["train.epochs=6", "model.width=8", "correct.rule=argmax", "train.teacher_lr=1e-2"])
+    assert recipe.train.epochs == 6 and recipe.model.width == 8 and recipe.correct.rule == "argmax"
     assert recipe.train.teacher_lr == pytest.approx(0.01)
 
 

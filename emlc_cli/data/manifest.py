@@ -37,6 +37,33 @@ def read_path_label_csv(path: Path, key: str = "path") -> list[Row]:
     return rows
 
 
+PICKED_COLUMN = "picked"  # optional: 1 marks a row verified because emlc suggested it (review's decisions.csv)
+PICKED_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+
+
+def read_picked(path: Path, key: str = "path") -> set[str]:
+    """The keys of a manifest's rows marked in its optional `picked` column: images verified because emlc picked
+    them (to_verify.csv, the review galleries), not at random. Their (verified, given) pairs say nothing about
+    the noise rate: emlc chose them as likely wrong."""
+    path = Path(path)
+    records = _records(_read_text(path), path)
+    header = _header(records, path)
+    if PICKED_COLUMN not in header:
+        return set()
+    key_col, picked_col = header.index(key), header.index(PICKED_COLUMN)
+    picked: set[str] = set()
+    for number, fields in records:
+        if all(not f.strip() for f in fields) or len(fields) <= max(key_col, picked_col):
+            continue  # blank, or a short row read_path_label_csv refuses
+        value = PICKED_VALUES.get(fields[picked_col].strip().lower())
+        if value is None:
+            raise DataError(f"'{PICKED_COLUMN}' must be 1 or 0 (or empty), got '{fields[picked_col][:40]}'", path=path,
+                            row=number)
+        if value:
+            picked.add(normalise_relpath(fields[key_col].strip(), path, number) if key == "path" else fields[key_col].strip())
+    return picked
+
+
 def _records(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
     """(row number, fields) of every CSV record; a csv.Error (an over-long field, a NUL byte) names its row."""
     reader = csv.reader(io.StringIO(text, newline=""))

@@ -1,7 +1,8 @@
 """The HTML of `emlc review`: one file, thumbnails inlined as data URIs, vanilla JS, nothing fetched.
 
 Every card is server-rendered (the page reads without JS); the script only filters, paginates, records
-decisions (kept in localStorage per run) and downloads them as a `path,label` clean manifest."""
+decisions (kept in localStorage per run) and downloads them as a `path,label,picked` clean manifest (picked=1:
+emlc chose those images, so they train but do not measure the noise; see verified.py)."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -220,7 +221,8 @@ def _radio(name: str, value: str, text: str, choice: str) -> str:
 
 def _footer(view: RunView) -> str:
     return ('<footer class="muted"><p>Mark images, then <b>download decisions.csv</b>: it is a clean manifest '
-            f"(<code>{view.manifest_key},label</code>; paths are relative to the data folder). Pass it to "
+            f"(<code>{view.manifest_key},label,picked</code>; paths are relative to the data folder; <code>picked=1</code>: "
+            "emlc chose these images, so they train the teacher but are not counted as a random sample of the noise). Pass it to "
             "<code>emlc clean</code> with another <code>--clean</code> to start the next round with a larger verified set. Decisions are kept in this browser "
             f"until you clear them.</p><p>Report of {view.totals['rows']:,} rows; "
             f"at most {view.top:,} images per section.</p></footer>")

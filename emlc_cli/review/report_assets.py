@@ -126,8 +126,9 @@ JS = r"""
   }
   function field(s) { return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; }
   function csv() {
-    var lines = [COLUMN + ",label"];
-    Object.keys(decisions).sort().forEach(function (p) { lines.push(field(p) + "," + field(decisions[p])); });
+    // picked=1: emlc chose these images; they train the teacher but are no random sample of the noise
+    var lines = [COLUMN + ",label,picked"];
+    Object.keys(decisions).sort().forEach(function (p) { lines.push(field(p) + "," + field(decisions[p]) + ",1"); });
     return lines.join("\n") + "\n";
   }
   function download() {
