@@ -124,9 +124,9 @@ def test_browser_filter_decide_download_and_clean_again(browser, report_run, tmp
     wait_for(lambda: target.is_file() and not list(downloads.glob("*.crdownload")), what="decisions.csv to download")
     with target.open(newline="", encoding="utf-8") as handle:
         decided = list(csv.reader(handle))
-    expected = sorted([[first.get_attribute("data-path"), first.get_attribute("data-corrected")],
-                       [second.get_attribute("data-path"), third]])
-    assert decided == [["path", "label"], *expected]
+    expected = sorted([[first.get_attribute("data-path"), first.get_attribute("data-corrected"), "1"],
+                       [second.get_attribute("data-path"), third, "1"]])
+    assert decided == [["path", "label", "picked"], *expected]  # picked: emlc chose them, no random sample
 
     result = CliRunner().invoke(app, ["clean", str(report_run["root"]), "--clean", str(report_run["clean"]),
                                       "--clean", str(target), "--out", str(tmp_path / "next"), "--dry-run", "--quiet"])
