@@ -2,7 +2,6 @@
 coverage warnings, and the stratified holdout that validates every decision."""
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from emlc_cli.backbones import BACKBONES, check_model_input
 from emlc_cli.data.imagefolder import check_inside
 from emlc_cli.data.kinds import load_source
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.data.manifest import read_path_label_csv, read_picked, resolve_clean_rows
+from emlc_cli.data.manifest import read_verified_csv, resolve_clean_rows
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError
 from emlc_cli.recipe import Recipe
@@ -28,7 +27,7 @@ class Prepared:
     holdout: list[int]
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    picked: set[int] = field(default_factory=set)  # verified because emlc suggested them (read_picked): not a random sample
+    picked: set[int] = field(default_factory=set)  # verified because emlc suggested them (read_verified_csv): not a random sample
 
     @property
     def sampled(self) -> list[int]:
@@ -64,30 +63,20 @@ def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, seed
     index = dataset.index_of()
     key = manifest_key(dataset.kind)
     for manifest in clean_csv:
-        rows = read_manifest(Path(manifest), key)
+        rows, picked_rows = read_manifest(Path(manifest), key)
         for path, _, row in rows:
             if key == "path":
                 check_inside(dataset.root, path, Path(manifest), row)
-        resolved = resolve_clean_rows(rows, Path(manifest), index, dataset.classes)
-        for i, label in resolved.items():
+        for i, label in resolve_clean_rows(rows, Path(manifest), index, dataset.classes).items():
             if verified.setdefault(i, label) != label:
                 raise DataError(f"'{dataset.paths[i]}' is verified with conflicting labels across manifests", path=manifest)
-        picked |= _picked_rows(Path(manifest), key, rows, resolved, index)
+        if picked_rows:
+            picked |= set(resolve_clean_rows([r for r in rows if r[2] in picked_rows], Path(manifest), index,
+                                             dataset.classes))
     _check_enough(verified, dataset, clean_csv, recipe)
     sampled = {i: label for i, label in verified.items() if i not in picked}
     holdout = _holdout(sampled, recipe.data.holdout_fraction, seed)
     return Prepared(dataset, verified, holdout, _coverage_warnings(verified, dataset.classes), picked=picked)
-
-
-def _picked_rows(manifest: Path, key: str, rows: list[tuple[str, str, int]], resolved: dict[int, int],
-                 index: dict[str, int]) -> set[int]:
-    """Rows emlc suggested: every decision of a Label Studio export (its tasks come in emlc's order, to-verify
-    first), and the rows a CSV marks in its `picked` column (the review report's decisions.csv marks them all)."""
-    if manifest.suffix.lower() == ".json":
-        return set(resolved)
-    marked = read_picked(manifest, key)
-    where = {path: index.get(path, index.get(posixpath.normpath(path))) for path, _, _ in rows if path in marked}
-    return {i for i in where.values() if i in resolved}
 
 
 def _validate_backbone(recipe: Recipe) -> None:
@@ -138,10 +127,13 @@ def _holdout(verified: dict[int, int], fraction: float, seed: int) -> list[int]:
     return sorted(held)
 
 
-def read_manifest(path: Path, key: str) -> list[tuple[str, str, int]]:
-    """A verified-set manifest: a key,label CSV, or a Label Studio JSON export of tasks emlc exported."""
+def read_manifest(path: Path, key: str) -> tuple[list[tuple[str, str, int]], set[int]]:
+    """A verified-set manifest: a key,label[,picked] CSV, or a Label Studio JSON export of tasks emlc exported;
+    its rows and the row numbers of those emlc picked. Every Label Studio decision counts as picked: the tasks
+    come in emlc's order, to-verify first."""
     if path.suffix.lower() == ".json":
         from emlc_cli import labelstudio
 
-        return labelstudio.read_decisions(path)
-    return read_path_label_csv(path, key=key)
+        rows = labelstudio.read_decisions(path)
+        return rows, {number for _, _, number in rows}
+    return read_verified_csv(path, key=key)

@@ -12,17 +12,33 @@ from emlc_cli.errors import DataError
 Row = tuple[str, str, int]  # (path, label, row number in the file, header = row 1)
 
 
+PICKED_COLUMN = "picked"  # optional in a verified set: 1 marks a row emlc suggested (review's decisions.csv)
+PICKED_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+
+
 def read_path_label_csv(path: Path, key: str = "path") -> list[Row]:
     """Rows of a `path,label` CSV (BOM, CRLF, quoted fields and leading blank lines handled); errors name the
     file and row. A `path` column is normalised (see normalise_relpath); labels keep their spaces, so a class
     folder named 'dog ' can match (see match_label)."""
-    path = Path(path)
+    return _read_rows(Path(path), key, picked_column=False)[0]
+
+
+def read_verified_csv(path: Path, key: str = "path") -> tuple[list[Row], set[int]]:
+    """A verified-set CSV: its rows, and the row numbers its optional `picked` column marks. Those images were
+    verified because emlc suggested them (to_verify.csv, the review galleries), not at random: their (verified,
+    given) pairs say nothing about the noise rate, as emlc chose them as likely wrong."""
+    return _read_rows(Path(path), key, picked_column=True)
+
+
+def _read_rows(path: Path, key: str, picked_column: bool) -> tuple[list[Row], set[int]]:
     records = _records(_read_text(path), path)
     header = _header(records, path)
     if key not in header or "label" not in header:
         raise DataError(f"header must contain '{key}' and 'label', got: {','.join(header)}", path=path)
     key_col, label_col = header.index(key), header.index("label")
+    picked_col = header.index(PICKED_COLUMN) if picked_column and PICKED_COLUMN in header else None
     rows: list[Row] = []
+    picked: set[int] = set()
     for number, fields in records:
         if all(not f.strip() for f in fields):
             continue
@@ -32,36 +48,18 @@ def read_path_label_csv(path: Path, key: str = "path") -> list[Row]:
         if not value or not label.strip():
             raise DataError(f"empty {key if not value else 'label'}", path=path, row=number)
         rows.append((normalise_relpath(value, path, number) if key == "path" else value, label, number))
+        if picked_col is not None and len(fields) > picked_col and _is_picked(fields[picked_col], path, number):
+            picked.add(number)
     if not rows:
         raise DataError("no data rows after the header", path=path)
-    return rows
+    return rows, picked
 
 
-PICKED_COLUMN = "picked"  # optional: 1 marks a row verified because emlc suggested it (review's decisions.csv)
-PICKED_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
-
-
-def read_picked(path: Path, key: str = "path") -> set[str]:
-    """The keys of a manifest's rows marked in its optional `picked` column: images verified because emlc picked
-    them (to_verify.csv, the review galleries), not at random. Their (verified, given) pairs say nothing about
-    the noise rate: emlc chose them as likely wrong."""
-    path = Path(path)
-    records = _records(_read_text(path), path)
-    header = _header(records, path)
-    if PICKED_COLUMN not in header:
-        return set()
-    key_col, picked_col = header.index(key), header.index(PICKED_COLUMN)
-    picked: set[str] = set()
-    for number, fields in records:
-        if all(not f.strip() for f in fields) or len(fields) <= max(key_col, picked_col):
-            continue  # blank, or a short row read_path_label_csv refuses
-        value = PICKED_VALUES.get(fields[picked_col].strip().lower())
-        if value is None:
-            raise DataError(f"'{PICKED_COLUMN}' must be 1 or 0 (or empty), got '{fields[picked_col][:40]}'", path=path,
-                            row=number)
-        if value:
-            picked.add(normalise_relpath(fields[key_col].strip(), path, number) if key == "path" else fields[key_col].strip())
-    return picked
+def _is_picked(text: str, path: Path, number: int) -> bool:
+    value = PICKED_VALUES.get(text.strip().lower())
+    if value is None:
+        raise DataError(f"'{PICKED_COLUMN}' must be 1 or 0 (or empty), got '{text[:40]}'", path=path, row=number)
+    return value
 
 
 def _records(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
