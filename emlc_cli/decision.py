@@ -122,12 +122,13 @@ def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_p
     """The posterior rule, validated on the verified images `checked` (see evidence.py): it changes nothing when
     they show no gain, and reports the estimated label accuracy before and after."""
     ds, verified = prepared.dataset, prepared.verified
-    sampled = prepared.sampled  # pairs and class prior from the images emlc did not pick
+    sampled = prepared.sampled  # pairs and class prior from the images that sample the noise
     ids = sampled or sorted(verified)
     verified_labels = np.array([verified[i] for i in ids], dtype=np.int64)
     # picked images only: their labels in DATA are no sample of the noise (emlc chose them as likely wrong)
     verified_given = ds.labels[ids] if sampled else verified_labels
-    kept = [k for k, i in enumerate(checked) if i not in prepared.picked]  # cross-fitted checks: all verified images
+    unsampled = prepared.unsampled
+    kept = [k for k, i in enumerate(checked) if i not in unsampled]  # cross-fitted checks: all verified images
     holdout_probs, checked = holdout_probs[kept], [checked[k] for k in kept]
     held_labels = np.array([verified[i] for i in checked], dtype=np.int64)
     em = corrections.estimate_transition(probs, given, probs.shape[1])

@@ -162,7 +162,7 @@ def _check_and_load_state(out: Path, data: SourceSpec, clean_csv: list[Path], ov
 def _fingerprint(prepared: Prepared, recipe: Recipe, seed: int) -> dict[str, Any]:
     ds = prepared.dataset
     return resume_checks.fingerprint(ds.paths, ds.labels, ds.classes, prepared.verified, recipe.to_dict(), seed,
-                                     prepared.picked)
+                                     prepared.unsampled)
 
 
 def _load_saved(trainer: MetaTrainer, saved: dict[str, Any], where: Path) -> None:
@@ -262,6 +262,7 @@ def _summary(prepared: Prepared, result: decision.Result, trainer: MetaTrainer, 
     steps = recipe.train.epochs * trainer.steps_per_epoch
     return {
         "images": len(ds), "noisy": len(noisy_idx), "verified": len(prepared.verified), "verified_picked": len(prepared.picked),
+        "verified_filed": len(prepared.filed),
         "verified_train": len(prepared.clean_train), "holdout": len(prepared.holdout),
         "holdout_paths": [ds.paths[i] for i in prepared.holdout], "validation_seconds": round(prepared.seconds, 2),
         "changed": int(changed.sum()),

@@ -20,8 +20,9 @@ START_AFRESH = "run the command as it was, or drop --resume and pass --overwrite
 
 def fingerprint(paths: list[str], labels: np.ndarray, classes: list[str], verified: dict[int, int], recipe: dict[str, Any],
                 seed: int, picked: set[int] | None = None) -> dict[str, Any]:
-    """Digests of the inputs a training state depends on (the recipe kept whole, to name a changed key). Picked
-    verified images change the holdout, so they are part of the verified set's digest (when there are any)."""
+    """Digests of the inputs a training state depends on (the recipe kept whole, to name a changed key). Verified
+    images that sample no noise (`picked`: emlc picked them, or they were filed under their verified class) change
+    the holdout, so they are part of the verified set's digest (when there are any)."""
     pairs: list[Any] = sorted((int(i), int(label)) for i, label in verified.items())
     return {
         "data": _digest([paths, np.asarray(labels).tolist(), classes]),

@@ -14,6 +14,7 @@ from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import read_verified_csv, resolve_clean_rows
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError
+from emlc_cli.evidence import wilson
 from emlc_cli.recipe import Recipe
 from emlc_cli.run_folder import manifest_key
 
@@ -28,11 +29,18 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     picked: set[int] = field(default_factory=set)  # verified because emlc suggested them (read_verified_csv): not a random sample
+    filed: set[int] = field(default_factory=set)  # filed under their verified class beside an in-place sample (filed_manifests)
+
+    @property
+    def unsampled(self) -> set[int]:
+        """Verified images that are no random sample of the labels in DATA: they train, but never measure the noise."""
+        return self.picked | self.filed
 
     @property
     def sampled(self) -> list[int]:
-        """The verified images not picked by emlc: the only ones whose pairs measure the noise and that check decisions."""
-        return [i for i in sorted(self.verified) if i not in self.picked]
+        """The verified images that sample the noise: the only ones whose pairs measure it and that check decisions."""
+        unsampled = self.unsampled
+        return [i for i in sorted(self.verified) if i not in unsampled]
 
     @property
     def clean_train(self) -> list[int]:
@@ -46,7 +54,8 @@ class Prepared:
     def describe(self) -> str:
         """`120 images, 3 classes, 18 verified (6 held out for model selection)`."""
         picked = f", {len(self.picked)} of them picked by emlc" if self.picked else ""
-        return (f"{len(self.dataset)} images, {len(self.dataset.classes)} classes, {len(self.verified)} verified{picked} "
+        filed = f", {len(self.filed)} filed under their verified class" if self.filed else ""
+        return (f"{len(self.dataset)} images, {len(self.dataset.classes)} classes, {len(self.verified)} verified{picked}{filed} "
                 f"({len(self.holdout)} held out for model selection)")
 
 
@@ -62,21 +71,29 @@ def prepare(data: Path | SourceSpec, clean_csv: list[Path], recipe: Recipe, seed
     picked: set[int] = set()
     index = dataset.index_of()
     key = manifest_key(dataset.kind)
+    groups: list[list[int]] = []
     for manifest in clean_csv:
         rows, picked_rows = read_manifest(Path(manifest), key)
         for path, _, row in rows:
             if key == "path":
                 check_inside(dataset.root, path, Path(manifest), row)
-        for i, label in resolve_clean_rows(rows, Path(manifest), index, dataset.classes).items():
+        resolved = resolve_clean_rows(rows, Path(manifest), index, dataset.classes)
+        groups.append(sorted(resolved))
+        for i, label in resolved.items():
             if verified.setdefault(i, label) != label:
                 raise DataError(f"'{dataset.paths[i]}' is verified with conflicting labels across manifests", path=manifest)
         if picked_rows:
             picked |= set(resolve_clean_rows([r for r in rows if r[2] in picked_rows], Path(manifest), index,
                                              dataset.classes))
     _check_enough(verified, dataset, clean_csv, recipe)
-    sampled = {i: label for i, label in verified.items() if i not in picked}
+    groups = [[i for i in group if i not in picked] for group in groups]
+    filed_groups = filed_manifests(groups, verified, dataset.labels)
+    filed = {i for k in filed_groups for i in groups[k]}
+    sampled = {i: label for i, label in verified.items() if i not in picked and i not in filed}
     holdout = _holdout(sampled, recipe.data.holdout_fraction, seed)
-    return Prepared(dataset, verified, holdout, _coverage_warnings(verified, dataset.classes), picked=picked)
+    warnings = _coverage_warnings(verified, dataset.classes) + [
+        _filed_warning(clean_csv[k], len(groups[k]), groups, verified, dataset.labels) for k in filed_groups]
+    return Prepared(dataset, verified, holdout, warnings, picked=picked, filed=filed)
 
 
 def _validate_backbone(recipe: Recipe) -> None:
@@ -87,6 +104,30 @@ def _validate_backbone(recipe: Recipe) -> None:
     from emlc_cli.models import validate_backbone
 
     validate_backbone(model.backbone, model.weights)
+
+
+FILED_CHANCE = 0.05  # a manifest agreeing everywhere is read as filed when an in-place sample would do so this rarely
+
+
+def filed_manifests(groups: list[list[int]], verified: dict[int, int], labels: np.ndarray) -> list[int]:
+    """The manifests (indices into `groups`, each a manifest's verified images that emlc did not pick) whose images
+    all carry their verified label in DATA while other manifests show disagreements. The disagreeing ones were
+    verified where they were filed (in place) and measure the noise; a manifest that, at the noise rate those show
+    (its 95 % lower bound), would agree everywhere with a chance under FILED_CHANCE was filed under the verified
+    class instead, and counting its images as agreeing pairs would read the labels as more accurate than they are."""
+    wrong = [sum(int(labels[i] != verified[i]) for i in group) for group in groups]
+    shown = [k for k, w in enumerate(wrong) if w]
+    if not shown:
+        return []
+    rate_low = wilson(sum(wrong[k] for k in shown), sum(len(groups[k]) for k in shown))[0]
+    return [k for k, group in enumerate(groups) if group and not wrong[k] and (1 - rate_low) ** len(group) < FILED_CHANCE]
+
+
+def _filed_warning(manifest: Path, n: int, groups: list[list[int]], verified: dict[int, int], labels: np.ndarray) -> str:
+    disagreeing = [i for group in groups for i in group if labels[i] != verified[i]]
+    return (f"{manifest}: all {n} of its verified images carry their verified label in the data, while other manifests "
+            f"correct {len(disagreeing)} labels: read as filed under their verified class, so they train the teacher "
+            f"but do not measure the noise")
 
 
 def _check_enough(verified: dict[int, int], dataset: LabeledImages, clean_csv: list[Path], recipe: Recipe) -> None:
