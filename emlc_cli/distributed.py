@@ -61,8 +61,15 @@ def _tag_log_lines(rank: int) -> None:
 
 
 def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group together: a rank that tore gloo down while rank 0 was still writing its outputs
+    was aborted once (SIGABRT, "terminate called without an active exception") instead of exiting 0."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.barrier()
+    except RuntimeError as err:  # another rank has already gone (it failed): there is nobody left to wait for
+        log.debug("shutdown: barrier failed (%s)", err)
+    dist.destroy_process_group()
 
 
 # ---- collectives (identity in one process) ------------------------------------------------------

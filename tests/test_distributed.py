@@ -50,6 +50,16 @@ def test_distributed_meta_step_equals_single_process_on_the_union_batch(tmp_path
             torch.testing.assert_close(b[part][name], value, rtol=1e-9, atol=1e-12, msg=f"{part} {name}")
 
 
+def test_ranks_leave_the_process_group_together(tmp_path):
+    """Rank 1 asks to leave while rank 0 is still saving: it comes back only once rank 0 has left too, and exits 0
+    (one such rank was aborted by gloo in CI before shutdown waited for the others)."""
+    port, worker = str(free_port()), Path(__file__).with_name("dist_shutdown_worker.py")
+    procs = [subprocess.Popen([sys.executable, str(worker), str(tmp_path)],
+                              env=worker_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
+             for r in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+
+
 def label_accuracy(run: Path, truth_csv: Path) -> tuple[float, list[str]]:
     truth = {row["path"]: row["label"] for row in csv.DictReader(truth_csv.open())}
     rows = list(csv.DictReader((run / "corrected.csv").open()))
