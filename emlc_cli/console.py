@@ -208,9 +208,12 @@ def label_accuracy_text(estimate: dict[str, Any]) -> str:
 
 
 def too_weak_text(estimate: dict[str, Any]) -> str:
-    return (f"the evidence is too weak to correct: {estimate['reason']}; {estimate['changed']} labels changed. "
-            f"Verify more images (start with {TO_VERIFY}) and pass them as another --clean, with a column picked=1 "
-            f"(emlc review's decisions.csv has it); a random sample verified in place measures the noise itself")
+    head = f"the evidence is too weak to correct: {estimate['reason']}; {estimate['changed']} labels changed. "
+    if estimate.get("all_picked"):
+        return head + ("Verify a random sample too (images drawn at random, whatever their label, kept where they "
+                       "are) and pass it as another --clean without the picked column")
+    return head + (f"Verify more images (start with {TO_VERIFY}) and pass them as another --clean, with a column picked=1 "
+                   f"(emlc review's decisions.csv has it); a random sample verified in place measures the noise itself")
 
 
 def metrics_table(title: str, rows: dict[str, Any]) -> None:

@@ -134,4 +134,8 @@ def _guarded(prepared: Prepared, probs: np.ndarray, given: np.ndarray, holdout_p
     em = corrections.estimate_transition(probs, given, probs.shape[1])
     judged = evidence.judge(probs, given, holdout_probs, held_labels, ds.labels[checked], verified_labels,
                             verified_given, em, cross_fitted)
+    if not sampled:  # the generic "only 0 verified images are held out" would not say why
+        judged.report["reason"] = (f"all {len(verified)} verified images were picked by emlc (picked=1), so none is a "
+                                   f"random sample to check a correction against")
+        judged.report["all_picked"] = True
     return corrections.Corrections(judged.labels, judged.confidence, judged.distribution), judged.report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emlc_cli import decision
+from emlc_cli import console, decision
 from emlc_cli.errors import DataError
 from emlc_cli.recipe import load_recipe
 from emlc_cli.verified import prepare
@@ -60,3 +60,17 @@ def test_picked_0_is_a_random_row_and_a_bad_value_names_file_and_row(noisy_folde
     with pytest.raises(DataError) as info:
         prepare(noisy_folder["root"], [noisy_folder["clean"], *_decisions(noisy_folder, "maybe")], load_recipe("quick"))
     assert "picked" in str(info.value) and "decisions.csv" in info.value.one_line() and "row 2" in info.value.one_line()
+
+
+def test_a_run_whose_verified_images_were_all_picked_changes_nothing_and_says_why(noisy_folder):
+    rows = [line.split(",") for line in noisy_folder["clean"].read_text().splitlines()[1:]]
+    picked = noisy_folder["tmp"] / "picked_clean.csv"
+    picked.write_text("path,label,picked\n" + "".join(f"{p},{label},1\n" for p, label in rows))
+    prepared = prepare(noisy_folder["root"], [picked, *_decisions(noisy_folder, "1")], load_recipe("quick"))
+    assert not prepared.sampled and not prepared.holdout
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), len(prepared.noisy)).astype(np.float32)
+    given = prepared.dataset.labels[prepared.noisy]
+    fixed, report = decision._guarded(prepared, probs, given, np.zeros((0, 3), dtype=np.float32), [])
+    assert (fixed.labels == given).all() and report["too_weak"]
+    assert report["reason"].startswith("all 30 verified images were picked by emlc (picked=1)")
+    assert "Verify a random sample too" in console.too_weak_text(report)
