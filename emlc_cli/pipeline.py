@@ -236,7 +236,9 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision
 
 
 def _too_weak_warning(report: dict[str, Any]) -> str:
-    return f"labels left as given: {report['reason']}; verify more images, starting with {run_folder.TO_VERIFY}"
+    verify = ("verify a random sample, kept where it is" if report.get("all_picked") else
+              f"verify more images, starting with {run_folder.TO_VERIFY}")
+    return f"labels left as given: {report['reason']}; {verify}"
 
 
 def _source_record(ds: LabeledImages) -> dict[str, Any]:
