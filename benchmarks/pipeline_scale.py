@@ -2,6 +2,7 @@
 time per image, and peak RSS, on the generated 32-px folders of benchmarks/scale.py (written once, reused).
 
     python benchmarks/pipeline_scale.py --work /tmp/scale --sizes 100000 300000 1000000
+    python benchmarks/pipeline_scale.py --work /tmp/scale --sizes 100000 1000000 --nproc 2 --no-push
 
 Every size gets labels.csv (the folder's classes with --rate symmetric noise) and clean.csv (--verified images
 with their true labels), then one `emlc clean --recipe quick` in a fresh process with a fixed number of training
@@ -54,22 +55,26 @@ def timed(command: list[str], env: dict) -> tuple[float, float]:
     return time.perf_counter() - started, int(done.stdout.split()[-1]) / 2**20
 
 
-def run_size(work: Path, size: int, rate: float, verified: int, overrides: list[str]) -> dict:
-    folder, task = work / f"images-{size}", work / f"pipeline-{size}"
+def run_size(work: Path, size: int, rate: float, verified: int, overrides: list[str], nproc: int = 1,
+             push: bool = True) -> dict:
+    folder, task = work / f"images-{size}", work / (f"pipeline-{size}" if nproc == 1 else f"pipeline-{size}-nproc{nproc}")
     given = write_task(folder, task, rate, verified)
     subprocess.run(["rm", "-rf", str(task / "run"), str(task / "pushed"), str(task / "store")], check=True)
     env = {**os.environ, "EMLC_CACHE_DIR": str(task / "store"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    if nproc > 1:  # emlc's --nproc gives each process its share of the cores
+        env.pop("OMP_NUM_THREADS")
     clean = [sys.executable, "-m", "emlc_cli", "clean", str(folder), "--labels", str(task / "labels.csv"), "--clean",
-             str(task / "clean.csv"), "--recipe", "quick", *FIXED_STEPS, *overrides, "--out", str(task / "run"), "-q"]
+             str(task / "clean.csv"), "--recipe", "quick", *FIXED_STEPS, *overrides, "--out", str(task / "run"), "-q",
+             *(["--nproc", str(nproc)] if nproc > 1 else [])]
     clean_s, clean_rss = timed(clean, env)
     push_s, push_rss = timed([sys.executable, "-m", "emlc_cli", "push", str(task / "run"), "--to", str(task / "pushed"),
-                              "-q"], env)
+                              "-q"], env) if push else (0.0, 0.0)
     summary = json.loads((task / "run" / "summary.json").read_text())
     timing = {**summary["timing"], "validation": summary["validation_seconds"]}  # validated before the run's clock
-    return {"images": size, "given": given, "clean_s": clean_s, "clean_rss_gb": clean_rss, "push_s": push_s,
+    return {"task": str(task), "images": size, "given": given, "clean_s": clean_s, "clean_rss_gb": clean_rss, "push_s": push_s,
             "push_rss_gb": push_rss, "timing": timing, "changed": summary["changed"],
             "corrected": _corrected_accuracy(task / "run" / "corrected.csv"),
-            "pushed_mb": sum(f.stat().st_size for f in (task / "pushed").rglob("*") if f.is_file()) / 2**20}
+            "pushed_mb": sum(f.stat().st_size for f in (task / "pushed").rglob("*") if f.is_file()) / 2**20 if push else 0.0}
 
 
 def _corrected_accuracy(corrected_csv: Path) -> float:
@@ -93,6 +98,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     ap.add_argument("--rate", type=float, default=0.2, help="symmetric noise in labels.csv")
     ap.add_argument("--verified", type=int, default=1000)
+    ap.add_argument("--nproc", type=int, default=1, help="emlc clean --nproc N (torchrun, gloo on CPU)")
+    ap.add_argument("--no-push", action="store_true", help="skip emlc push --to")
     ap.add_argument("overrides", nargs="*", help="more recipe overrides, key=value")
     args = ap.parse_args()
     largest = max(args.sizes)
@@ -103,8 +110,8 @@ def main() -> None:
     for size in sorted(args.sizes):
         if size != largest:
             scale.linked(args.work / f"images-{largest}", args.work / f"images-{size}", size)
-        result = run_size(args.work, size, args.rate, args.verified, args.overrides)
-        (args.work / f"pipeline-{size}" / "result.json").write_text(json.dumps(result, indent=1))
+        result = run_size(args.work, size, args.rate, args.verified, args.overrides, args.nproc, not args.no_push)
+        (Path(result.pop("task")) / "result.json").write_text(json.dumps(result, indent=1))
         print(row(result), flush=True)
 
 
