@@ -19,6 +19,20 @@ def test_placement_on_cpu():
     assert placement("mmap", 1, cpu) == "mmap"
 
 
+def test_auto_placement_counts_every_process_on_the_machine(monkeypatch):
+    """8 local ranks each reading a cache of a fifth of RAM would hold 1.6 times the machine's memory."""
+    from emlc_cli.data import cache
+
+    monkeypatch.setattr(cache, "_ram_bytes", lambda: 24 << 30)
+    cpu, fifth = torch.device("cpu"), int(0.2 * (24 << 30))
+    assert placement("auto", fifth, cpu) == "memory"
+    assert placement("auto", fifth, cpu, copies=8) == "mmap"
+    assert placement("auto", 1 << 20, cpu, copies=8) == "memory"
+    monkeypatch.setattr(cache.distributed, "world", lambda: cache.distributed.World(0, 8))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert cache._local_processes() == 4
+
+
 def test_mmap_cache_gives_the_same_run_and_is_removed(noisy_folder):
     runs = {}
     for mode in ("memory", "mmap"):

@@ -37,15 +37,16 @@ CACHE_FILE = store.IMAGES
 CACHE_NAME, HOST_TAG, remove_stale_caches = store.STAGING_NAME, store.HOST_TAG, store.remove_stale  # one naming rule
 
 
-def placement(mode: str, nbytes: int, device: torch.device) -> str:
-    """Resolve `auto` for a cache of `nbytes` (CPU `device` means host memory)."""
+def placement(mode: str, nbytes: int, device: torch.device, copies: int = 1) -> str:
+    """Resolve `auto` for a cache of `nbytes` (CPU `device` means host memory) that `copies` processes on this
+    machine each hold: read into RAM only while all of the copies fit in a quarter of it."""
     if mode == "device":
         return "device" if device.type == "cuda" else "memory"
     if mode != "auto":
         return mode
     if device.type == "cuda" and nbytes < 0.3 * torch.cuda.get_device_properties(device).total_memory:
         return "device"
-    return "memory" if nbytes < 0.25 * _ram_bytes() else "mmap"
+    return "memory" if nbytes * max(1, copies) < 0.25 * _ram_bytes() else "mmap"
 
 
 def _ram_bytes() -> int:
@@ -66,7 +67,7 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
         yield features.to(device), []
         return
     shape = (len(ds), 3, size, size)
-    where = placement(mode, int(np.prod(shape)), device)
+    where = placement(mode, int(np.prod(shape)), device, _local_processes())
     remove_stale_caches(Path(_existing(near)))
     kept = _from_store(ds, size, workers, shape, resize)
     if kept is not None:
@@ -127,6 +128,12 @@ def _inside_data(ds: LabeledImages) -> bool:
     log.warning("EMLC_CACHE_DIR %s is inside the data folder, which emlc never writes to; decoding for this run only",
                 base.parent)
     return True
+
+
+def _local_processes() -> int:
+    """The processes on this machine (torchrun's LOCAL_WORLD_SIZE), each of which holds its own cache in RAM."""
+    world = distributed.world()
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world.size)) if world.distributed else 1
 
 
 def _one_node() -> bool:
