@@ -55,9 +55,13 @@ def timed(command: list[str], env: dict) -> tuple[float, float]:
     return time.perf_counter() - started, int(done.stdout.split()[-1]) / 2**20
 
 
+def task_folder(work: Path, size: int, nproc: int) -> Path:
+    return work / (f"pipeline-{size}" if nproc == 1 else f"pipeline-{size}-nproc{nproc}")
+
+
 def run_size(work: Path, size: int, rate: float, verified: int, overrides: list[str], nproc: int = 1,
              push: bool = True) -> dict:
-    folder, task = work / f"images-{size}", work / (f"pipeline-{size}" if nproc == 1 else f"pipeline-{size}-nproc{nproc}")
+    folder, task = work / f"images-{size}", task_folder(work, size, nproc)
     given = write_task(folder, task, rate, verified)
     subprocess.run(["rm", "-rf", str(task / "run"), str(task / "pushed"), str(task / "store")], check=True)
     env = {**os.environ, "EMLC_CACHE_DIR": str(task / "store"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
@@ -71,7 +75,7 @@ def run_size(work: Path, size: int, rate: float, verified: int, overrides: list[
                               "-q"], env) if push else (0.0, 0.0)
     summary = json.loads((task / "run" / "summary.json").read_text())
     timing = {**summary["timing"], "validation": summary["validation_seconds"]}  # validated before the run's clock
-    return {"task": str(task), "images": size, "given": given, "clean_s": clean_s, "clean_rss_gb": clean_rss, "push_s": push_s,
+    return {"images": size, "given": given, "clean_s": clean_s, "clean_rss_gb": clean_rss, "push_s": push_s,
             "push_rss_gb": push_rss, "timing": timing, "changed": summary["changed"],
             "corrected": _corrected_accuracy(task / "run" / "corrected.csv"),
             "pushed_mb": sum(f.stat().st_size for f in (task / "pushed").rglob("*") if f.is_file()) / 2**20 if push else 0.0}
@@ -111,7 +115,7 @@ def main() -> None:
         if size != largest:
             scale.linked(args.work / f"images-{largest}", args.work / f"images-{size}", size)
         result = run_size(args.work, size, args.rate, args.verified, args.overrides, args.nproc, not args.no_push)
-        (Path(result.pop("task")) / "result.json").write_text(json.dumps(result, indent=1))
+        (task_folder(args.work, size, args.nproc) / "result.json").write_text(json.dumps(result, indent=1))
         print(row(result), flush=True)
 
 

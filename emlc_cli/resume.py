@@ -19,15 +19,16 @@ START_AFRESH = "run the command as it was, or drop --resume and pass --overwrite
 
 
 def fingerprint(paths: list[str], labels: np.ndarray, classes: list[str], verified: dict[int, int], recipe: dict[str, Any],
-                seed: int, picked: set[int] | None = None) -> dict[str, Any]:
+                seed: int, unsampled: set[int] | None = None) -> dict[str, Any]:
     """Digests of the inputs a training state depends on (the recipe kept whole, to name a changed key). Verified
-    images that sample no noise (`picked`: emlc picked them, or they were filed under their verified class) change
-    the holdout, so they are part of the verified set's digest (when there are any)."""
+    images that sample no noise (`unsampled`: emlc picked them, or they were filed under their verified class)
+    change the holdout, so they are part of the verified set's digest (when there are any; tagged "picked", as
+    the states written before filed images existed are)."""
     pairs: list[Any] = sorted((int(i), int(label)) for i, label in verified.items())
     return {
         "data": _digest([paths, np.asarray(labels).tolist(), classes]),
         "classes": list(classes),
-        "verified": _digest(pairs + [["picked", sorted(int(i) for i in picked)]] if picked else pairs),
+        "verified": _digest(pairs + [["picked", sorted(int(i) for i in unsampled)]] if unsampled else pairs),
         "recipe": recipe,
         "seed": int(seed),
     }

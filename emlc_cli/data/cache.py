@@ -139,7 +139,7 @@ def _local_processes() -> int:
 def _one_node() -> bool:
     """Every process on this machine (torchrun sets LOCAL_WORLD_SIZE): they can share one file."""
     world = distributed.world()
-    return not world.distributed or int(os.environ.get("LOCAL_WORLD_SIZE", world.size)) == world.size
+    return not world.distributed or _local_processes() == world.size
 
 
 def _decode_to_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...], key: str,
