@@ -1,0 +1,71 @@
+"""Hostile inputs on the hand-off surfaces (issue 30): a Label Studio JSON export read back as `--clean`, the tool
+exports of a tampered run folder, and the files `review`, `predict` and `recipes copy` write by name. Each is one
+line naming the file and where in it, exit 2, nothing written, nothing outside the output touched."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from emlc_cli import run_folder
+from emlc_cli.cli.app import app
+from tests.test_hostile_inputs import assert_refused, in_thread, needs_fifo
+from tests.test_review import fake_run, make_folder
+
+runner = CliRunner()
+DEEP = "[" * 100_000  # json.loads raises RecursionError on this, not JSONDecodeError
+FORMATS = ("label-studio", "fiftyone", "cvat", "imagefolder")
+
+
+@pytest.fixture
+def image_run(tmp_path: Path) -> dict:
+    """A run folder of an image folder without training (review's fake_run, plus the student's class list)."""
+    root = tmp_path / "images"
+    rows, _ = make_folder(root, per_class=4)
+    run = fake_run(tmp_path, [(p, g, g if i % 3 else "green", 0.9) for i, (p, g) in enumerate(rows)], root=root)
+    classes = json.loads((run / run_folder.SOURCE).read_text())["classes"]
+    (run / run_folder.config_file(run_folder.STUDENT)).write_text(json.dumps({"classes": classes}))
+    return {"run": run, "root": root, "tmp": tmp_path, "rows": rows}
+
+
+# --- a Label Studio JSON export read back as --clean ---------------------------------------------------------
+
+def _task(key: str, result: object) -> dict:
+    return {"data": {"emlc_key": key}, "annotations": [{"result": result}]}
+
+
+@pytest.mark.parametrize("annotations, fragments", [
+    ([{"result": [{"type": "choices", "value": "red"}]}], ("annotation 1, result 1: 'value' is a str, not an object",)),
+    ([{"result": {"type": "choices"}}], ("annotation 1: 'result' is a dict, not a list",)),
+    ([{"result": 7}], ("annotation 1: 'result' is a int, not a list",)),
+    ([{"result": [["choices"]]}], ("annotation 1, result 1 is a list, not an object",)),
+    ([{"result": [{"type": "choices", "value": {"choices": ["red"]}}, None]}], ("annotation 1, result 2 is null",)),
+    (5, ("'annotations' is a int, not a list",)),
+    (["done"], ("annotation 1 is a str, not an object",)),
+], ids=["value_str", "result_dict", "result_int", "region_list", "region_null", "annotations_int", "annotation_str"])
+def test_a_label_studio_export_of_the_wrong_shape_is_one_line(image_run, annotations, fragments):
+    exported = image_run["tmp"] / "project-export.json"
+    key = image_run["rows"][0][0]
+    exported.write_text(json.dumps([{"data": {"emlc_key": key}, "annotations": annotations}]))
+    result = runner.invoke(app, ["clean", str(image_run["root"]), "--clean", str(exported), "--dry-run"])
+    assert_refused(result, "project-export.json, row 1", *fragments)
+
+
+def test_a_label_studio_export_nested_100k_deep_is_one_line(image_run):
+    exported = image_run["tmp"] / "deep.json"
+    exported.write_text(DEEP)
+    result = runner.invoke(app, ["clean", str(image_run["root"]), "--clean", str(exported), "--dry-run"])
+    assert_refused(result, "deep.json", "not a Label Studio JSON export", "nested too deeply")
+
+
+@pytest.mark.parametrize("name", [run_folder.SOURCE, run_folder.config_file(run_folder.STUDENT)])
+def test_a_run_json_nested_100k_deep_is_one_line(image_run, name):
+    (image_run["run"] / name).write_text(DEEP)
+    dest = image_run["tmp"] / "ls"
+    result = runner.invoke(app, ["export", str(image_run["run"]), str(dest), "--format", "label-studio"])
+    assert_refused(result, name, "nested too deeply")
+    assert not dest.exists()
