@@ -69,3 +69,18 @@ def test_a_run_json_nested_100k_deep_is_one_line(image_run, name):
     result = runner.invoke(app, ["export", str(image_run["run"]), str(dest), "--format", "label-studio"])
     assert_refused(result, name, "nested too deeply")
     assert not dest.exists()
+
+
+# --- exports of a tampered corrected.csv ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("path", ["../../../../etc/hostname", "/etc/hostname"], ids=["dotdot", "absolute"])
+def test_an_export_never_points_outside_the_data_folder(image_run, fmt, path):
+    corrected = image_run["run"] / run_folder.CORRECTED
+    lines = corrected.read_text().splitlines()
+    lines[1] = ",".join([path, *lines[1].split(",")[1:]])
+    corrected.write_text("\n".join(lines) + "\n")
+    dest = image_run["tmp"] / "out"
+    result = runner.invoke(app, ["export", str(image_run["run"]), str(dest), "--format", fmt])
+    assert_refused(result, "corrected.csv, row 2", path)
+    assert not dest.exists() and not any(p.name.startswith(".out") for p in image_run["tmp"].iterdir())
