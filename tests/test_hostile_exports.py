@@ -84,3 +84,57 @@ def test_an_export_never_points_outside_the_data_folder(image_run, fmt, path):
     result = runner.invoke(app, ["export", str(image_run["run"]), str(dest), "--format", fmt])
     assert_refused(result, "corrected.csv, row 2", path)
     assert not dest.exists() and not any(p.name.startswith(".out") for p in image_run["tmp"].iterdir())
+
+
+# --- files written by name: never over a FIFO, a device, a symlink --------------------------------------------
+
+@needs_fifo
+@pytest.mark.parametrize("option", ["--out", "--png"])
+def test_review_never_replaces_a_fifo(image_run, option):
+    fifo = image_run["tmp"] / "report.out"
+    os.mkfifo(fifo)
+    result = in_thread(lambda: runner.invoke(app, ["review", str(image_run["run"]), option, str(fifo)]))
+    assert_refused(result, option, "report.out is a FIFO")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+@pytest.mark.parametrize("option", ["--out", "--png"])
+def test_review_never_replaces_a_symlink(image_run, option):
+    kept = image_run["tmp"] / "kept.html"
+    kept.write_text("<p>mine</p>")
+    link = image_run["tmp"] / "link.html"
+    link.symlink_to(kept)
+    result = runner.invoke(app, ["review", str(image_run["run"]), option, str(link)])
+    assert_refused(result, option, "link.html is a symbolic link")
+    assert link.is_symlink() and kept.read_text() == "<p>mine</p>"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root (as root the hole was real)")
+def test_review_never_replaces_a_device(image_run):
+    node = image_run["tmp"] / "null"  # a /dev/null of our own: the real one is never put at risk
+    os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    result = runner.invoke(app, ["review", str(image_run["run"]), "--out", str(node)])
+    assert_refused(result, "--out", "null is a device")
+    assert stat.S_ISCHR(node.lstat().st_mode)
+
+
+def test_predict_out_never_replaces_a_symlink_even_to_its_own_file(tmp_path):
+    from emlc_cli.cli.predict import HEADER
+
+    mine = tmp_path / "preds.csv"
+    mine.write_text(",".join(HEADER) + "\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(mine)
+    run = tmp_path / "run"
+    run.mkdir()
+    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "data"), "--out", str(link), "--overwrite"])
+    assert_refused(result, "--out", "link.csv is a symbolic link")
+    assert link.is_symlink() and mine.read_text() == ",".join(HEADER) + "\n"
+
+
+def test_recipes_copy_never_writes_through_a_dangling_symlink(tmp_path):
+    link = tmp_path / "mine.yaml"
+    link.symlink_to(tmp_path / "elsewhere.yaml")
+    result = runner.invoke(app, ["recipes", "copy", "quick", str(link)])
+    assert_refused(result, "mine.yaml already exists")
+    assert not (tmp_path / "elsewhere.yaml").exists()

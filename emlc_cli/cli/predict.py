@@ -53,9 +53,11 @@ def predict_command(
 
 def _check_target(out: Path, run: Path, data: str, overwrite: bool) -> Path:
     """Never inside the data or the run; an existing file only with --overwrite, and only one emlc predict wrote."""
+    from emlc_cli.disk import check_replaceable
     from emlc_cli.errors import OutputError
     from emlc_cli.outputs import check_not_inputs, check_out_path, data_paths
 
+    check_replaceable(out, "--out")
     target = check_out_path(out)
     check_not_inputs(target, [(Path(run), "the run folder"), (Path(data), "the data"), *data_paths(run)], f"--out {out}")
     if target.exists():

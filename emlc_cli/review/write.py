@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from emlc_cli import run_folder
-from emlc_cli.disk import write_atomic
+from emlc_cli.disk import check_replaceable, write_atomic
 from emlc_cli.errors import DataError
 from emlc_cli.outputs import check_file_target, check_not_inputs
 from emlc_cli.review.report import render_report
@@ -47,6 +47,7 @@ def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP, d
     data is now, if it moved."""
     view = load_run(run, top, data)
     target = Path(out) if out is not None else Path(run) / run_folder.REVIEW
+    check_replaceable(target, "--out")
     check_file_target(target, Path(run), "--out", _our_report)
     _not_in_data(target, data, "--out")
     thumbs = Thumbnails(image_opener(view.run, view.source))
@@ -61,6 +62,7 @@ def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP, d
 def write_sheet(run: Path, png: Path, top: int = SHEET_TOP, data: Optional[str] = None) -> SheetResult:
     """Write a PNG contact sheet of the `top` most confident changes of `run`."""
     view = load_run(run, top, data)
+    check_replaceable(Path(png), "--png")
     check_file_target(Path(png), Path(run), "--png", _our_sheet)
     _not_in_data(Path(png), data, "--png")
     if not view.changed:
