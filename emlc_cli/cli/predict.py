@@ -59,9 +59,9 @@ def _check_target(out: Path, run: Path, data: str, overwrite: bool) -> Path:
     from emlc_cli.errors import OutputError
     from emlc_cli.outputs import check_not_inputs, check_out_path, data_paths
 
-    check_replaceable(out, "--out")
     target = check_out_path(out)
     check_not_inputs(target, [(Path(run), "the run folder"), (Path(data), "the data"), *data_paths(run)], f"--out {out}")
+    check_replaceable(out, "--out")
     if target.exists():
         if not overwrite:
             raise OutputError(f"--out {out} already exists; pass --overwrite to replace it")

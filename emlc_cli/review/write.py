@@ -47,9 +47,9 @@ def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP, d
     data is now, if it moved."""
     view = load_run(run, top, data)
     target = Path(out) if out is not None else Path(run) / run_folder.REVIEW
-    check_replaceable(target, "--out")
     check_file_target(target, Path(run), "--out", _our_report)
     _not_in_data(target, data, "--out")
+    check_replaceable(target, "--out")
     thumbs = Thumbnails(image_opener(view.run, view.source))
     html = render_report(view, thumbs)
     write_atomic(target, html.encode("utf-8"))
@@ -62,9 +62,9 @@ def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP, d
 def write_sheet(run: Path, png: Path, top: int = SHEET_TOP, data: Optional[str] = None) -> SheetResult:
     """Write a PNG contact sheet of the `top` most confident changes of `run`."""
     view = load_run(run, top, data)
-    check_replaceable(Path(png), "--png")
     check_file_target(Path(png), Path(run), "--png", _our_sheet)
     _not_in_data(Path(png), data, "--png")
+    check_replaceable(Path(png), "--png")
     if not view.changed:
         raise DataError("no label was changed in this run; there is nothing to put on a contact sheet",
                         path=Path(run) / run_folder.CORRECTED)
