@@ -28,7 +28,12 @@ def checked_labels(values: Any, what: str, names: Optional[Iterable[Any]] = None
     names or ints, one kind throughout. `names`: how each is named after `what` (default its position)."""
     if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__"):
         raise DataError(f"{what}: expected one class name or int per row, not a {type(values).__name__}")
-    labels = list(values)
+    kind = getattr(getattr(values, "dtype", None), "kind", "O")
+    labels = values.tolist() if hasattr(values, "tolist") else list(values)  # Python scalars, fast for a column
+    if kind in "biuU" or (kind == "f" and np.isfinite(np.asarray(values)).all()):
+        return labels  # a typed array or column: one kind throughout, and no NaN
+    if all(isinstance(value, str) for value in labels):
+        return labels
     kinds: dict[bool, int] = {}
     for i, (name, value) in enumerate(zip(names if names is not None else range(len(labels)), labels)):
         problem = _label_problem(value)
