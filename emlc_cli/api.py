@@ -165,7 +165,7 @@ def source_spec(data: DataLike, scratch: Path, labels: Any = None, allow_unlabel
         return _array_source(data, labels, scratch, allow_unlabelled, **columns)
     label_column = columns.get("label_column", "label")
     if _is_dataframe(data):
-        if allow_unlabelled and label_column not in data.columns:
+        if allow_unlabelled:  # labels are ignored there: a NaN among them is no reason to refuse
             data = data.assign(**{label_column: _placeholder_labels(len(data))})
         return _dataframe_source(data, scratch, **columns)
     if _is_datasets(data):
@@ -184,10 +184,10 @@ def _placeholder_labels(n: int) -> list[str]:
 
 
 def _array_source(array: np.ndarray, labels: Any, scratch: Path, allow_unlabelled: bool, **columns: Any) -> SourceSpec:
-    if labels is None:
-        if not allow_unlabelled:
-            raise DataError("an array needs labels= (one class name or int per row)")
+    if allow_unlabelled:  # labels, if any, are ignored
         labels = _placeholder_labels(len(array))
+    elif labels is None:
+        raise DataError("an array needs labels= (one class name or int per row)")
     labels = checked_labels(labels, "labels")
     if len(labels) != len(array):
         raise DataError(f"labels= has {len(labels)} entries for {len(array)} rows")

@@ -93,3 +93,12 @@ def test_predict_says_which_rows_it_left_out(noisy_folder):
     assert result.exit_code == 0, result.output
     warned = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1 and "1 unreadable rows left out" in warned[0] and "03_torn.png" in warned[0], result.output
+
+
+def test_predict_ignores_the_labels_it_is_given_nan_included(tmp_path):
+    """predict reads no label: a NaN among labels it is handed anyway is no reason to refuse."""
+    emlc_cli.clean(X, VERIFIED, labels=NAMES, recipe="features", overrides=FAST, device="cpu", out=tmp_path / "run")
+    from_array = emlc_cli.predict(tmp_path / "run", X, labels=with_label(3, float("nan")), device="cpu")
+    frame = pd.DataFrame({"f": list(X), "label": with_label(3, np.nan)})
+    from_frame = emlc_cli.predict(tmp_path / "run", frame, feature_column="f", device="cpu")
+    assert from_array.labels == from_frame.labels and len(from_frame.keys) == len(X)
