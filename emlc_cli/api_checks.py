@@ -39,7 +39,7 @@ def checked_labels(values: Any, what: str, names: Optional[Iterable[Any]] = None
         problem = _label_problem(value)
         if problem is None:
             kinds.setdefault(isinstance(value, str), i)
-            problem = None if len(kinds) == 1 else f"{value!r} among labels of another type; use class names or ints, not both"
+            problem = None if len(kinds) == 1 else f"{value!r} among labels of another type; use names or ints, not both"
         if problem:
             raise DataError(f"{what}[{name!r}]: {problem}" if names is not None else f"{what}[{name}]: {problem}")
     return labels
@@ -54,7 +54,9 @@ def _label_problem(value: Any) -> Optional[str]:
     if isinstance(value, (int, np.integer)):
         return None if INT64[0] <= value <= INT64[1] else f"{value} does not fit in a 64-bit integer"
     if isinstance(value, (float, np.floating)):
-        return "NaN is not a label" if math.isnan(value) else None if math.isfinite(value) else f"{value} is not a label"
+        if math.isnan(value):
+            return "NaN is not a label"
+        return None if math.isfinite(value) else f"{value} is not a label"
     if type(value).__name__ in _MISSING:
         return "a missing value is not a label"
     return f"a {type(value).__name__} is not a label; use class names or ints"
@@ -77,7 +79,8 @@ def checked_features(array: np.ndarray, what: str = "data") -> np.ndarray:
 def checked_verified_frame(frame: Any) -> dict[str, Any]:
     """A verified DataFrame as {key: label}: its first column the path or id, its second the label."""
     if frame.shape[1] < 2:
-        raise DataError(f"verified: a DataFrame needs two columns (path or id, then label); this one has {frame.shape[1]}")
+        raise DataError("verified: a DataFrame needs two columns (path or id, then label); "
+                        f"this one has {frame.shape[1]}")
     keys = [str(k) for k in frame.iloc[:, 0]]
     return dict(zip(keys, checked_labels(frame.iloc[:, 1], "verified", keys)))
 

@@ -21,7 +21,8 @@ from emlc_cli.evaluation import load_student, predict_probs
 from emlc_cli.runtime import resolve_device
 
 
-def predict_run(run: Path, spec: SourceSpec, device: str = "auto") -> tuple[list[str], list[str], np.ndarray, list[tuple[str, str]]]:
+def predict_run(run: Path, spec: SourceSpec,
+                device: str = "auto") -> tuple[list[str], list[str], np.ndarray, list[tuple[str, str]]]:
     """(classes, keys, probs, left_out): the student's softmax for every readable row of `spec`; unreadable rows
     are left out, and listed as (key, reason)."""
     torch_device = resolve_device(device)
