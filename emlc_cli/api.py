@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from emlc_cli import run_folder
+from emlc_cli.api_checks import (DATA, FEATURES, LABELS, VERIFIED, bars_kept, checked_features, checked_labels,
+                                 checked_verified_frame, no_progress_bars, user_names)
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError
 
@@ -86,7 +88,7 @@ def clean(data: DataLike, verified: VerifiedLike, *, recipe: Any = "quick", over
     the run folder is temporary and `Run.path` is None. Inputs are validated as `emlc clean` validates them."""
     from emlc_cli import preflight
 
-    with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch, user_names(Path(scratch)), bars_kept():
         spec = source_spec(data, Path(scratch), labels, **columns)
         manifests = verified_manifests(verified, Path(scratch), spec)
         target = Path(out) if out is not None else Path(scratch) / "run"
@@ -121,7 +123,7 @@ def evaluate(run: Union[str, Path], *, data: DataLike = None, truth: Union[str, 
         raise DataError("pass exactly one of data= or truth=")
     if truth is not None:
         return evaluation.evaluate_truth(Path(run), Path(truth))
-    with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch, user_names(Path(scratch)), bars_kept():
         spec = source_spec(data, Path(scratch), labels, **columns)
         record = run_folder.read_source_record(Path(run), required=False)
         return evaluation.evaluate_student(Path(run), spec_like_run(record, spec.location, spec.labels_csv, **_chosen(spec)), device)
@@ -132,22 +134,24 @@ def predict(run: Union[str, Path], data: DataLike, *, device: str = "auto", labe
     form `clean` takes (labels, if any, are ignored), or a folder of images without class folders."""
     from emlc_cli import inference
 
-    with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch, user_names(Path(scratch)), bars_kept():
         spec = source_spec(data, Path(scratch), labels, allow_unlabelled=True, **columns)
-        classes, keys, probs = inference.predict_run(Path(run), spec, device)
+        classes, keys, probs, left_out = inference.predict_run(Path(run), spec, device)
     best = probs.argmax(1)
-    return Predictions(classes, keys, [classes[i] for i in best], probs[np.arange(len(best)), best], probs)
+    return Predictions(classes, keys, [classes[i] for i in best], probs[np.arange(len(best)), best], probs, left_out)
 
 
 @dataclass
 class Predictions:
-    """`keys` (path or id), `labels` (class names), `confidence`, `probs` (N x C, `classes` order)."""
+    """`keys` (path or id), `labels` (class names), `confidence`, `probs` (N x C, `classes` order); `left_out`:
+    the rows that could not be read, as (path or id, reason), which have no prediction."""
 
     classes: list[str]
     keys: list[str]
     labels: list[str]
     confidence: np.ndarray
     probs: np.ndarray
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
@@ -161,14 +165,15 @@ def source_spec(data: DataLike, scratch: Path, labels: Any = None, allow_unlabel
         return _array_source(data, labels, scratch, allow_unlabelled, **columns)
     label_column = columns.get("label_column", "label")
     if _is_dataframe(data):
-        if allow_unlabelled and label_column not in data.columns:
+        if allow_unlabelled:  # labels are ignored there: a NaN among them is no reason to refuse
             data = data.assign(**{label_column: _placeholder_labels(len(data))})
         return _dataframe_source(data, scratch, **columns)
     if _is_datasets(data):
         if allow_unlabelled and type(data).__name__ == "Dataset" and label_column not in data.column_names:
             data = data.add_column(label_column, _placeholder_labels(len(data)))
-        data.save_to_disk(str(scratch / "data"))
-        return SourceSpec(str(scratch / "data"), **columns)
+        with no_progress_bars():
+            data.save_to_disk(str(scratch / DATA))
+        return SourceSpec(str(scratch / DATA), **columns)
     raise DataError(f"data of type {type(data).__name__} is not supported (a path, a datasets.Dataset, a pandas "
                     "DataFrame or a numpy array)")
 
@@ -179,24 +184,26 @@ def _placeholder_labels(n: int) -> list[str]:
 
 
 def _array_source(array: np.ndarray, labels: Any, scratch: Path, allow_unlabelled: bool, **columns: Any) -> SourceSpec:
-    if labels is None:
-        if not allow_unlabelled:
-            raise DataError("an array needs labels= (one class name or int per row)")
+    if allow_unlabelled:  # labels, if any, are ignored
         labels = _placeholder_labels(len(array))
+    elif labels is None:
+        raise DataError("an array needs labels= (one class name or int per row)")
+    labels = checked_labels(labels, "labels")
     if len(labels) != len(array):
         raise DataError(f"labels= has {len(labels)} entries for {len(array)} rows")
     if array.ndim == 2:
-        np.save(scratch / "features.npy", np.asarray(array, dtype=np.float32))
-        _write_rows(scratch / "labels.csv", ("id", "label"), [(i, label) for i, label in enumerate(labels)])
-        return SourceSpec(str(scratch / "features.npy"), labels_csv=str(scratch / "labels.csv"))
+        np.save(scratch / FEATURES, checked_features(array))
+        _write_rows(scratch / LABELS, ("id", "label"), [(i, label) for i, label in enumerate(labels)])
+        return SourceSpec(str(scratch / FEATURES), labels_csv=str(scratch / LABELS))
     if array.ndim == 4 and array.shape[-1] == 3 and array.dtype == np.uint8:
         import datasets
 
         encoded = [{"bytes": _png(image), "path": None} for image in array]
-        table = datasets.Dataset.from_dict({"image": encoded, "label": [str(x) for x in labels]},
-                                           features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")}))
-        table.save_to_disk(str(scratch / "data"))
-        return SourceSpec(str(scratch / "data"), image_column="image", label_column="label")
+        with no_progress_bars():
+            table = datasets.Dataset.from_dict({"image": encoded, "label": [str(x) for x in labels]},
+                                               features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")}))
+            table.save_to_disk(str(scratch / DATA))
+        return SourceSpec(str(scratch / DATA), image_column="image", label_column="label")
     raise DataError(f"an array of shape {array.shape} ({array.dtype}) is neither N x D features nor N x H x W x 3 uint8 images")
 
 
@@ -224,14 +231,28 @@ def _dataframe_source(frame: Any, scratch: Path, **columns: Any) -> SourceSpec:
     """A DataFrame with a label column and an image column (paths, bytes or PIL images) or a feature column."""
     import datasets
 
-    image_column = columns.get("image_column")
+    image_column, label_column = columns.get("image_column"), columns.get("label_column") or "label"
+    if label_column in frame.columns:
+        checked_labels(frame[label_column], f"data['{label_column}']")
     if image_column in frame.columns:  # paths or bytes as Image storage (struct<bytes, path>), which casts cleanly
         frame = frame.assign(**{image_column: frame[image_column].map(_image_cell)})
-    table = datasets.Dataset.from_pandas(frame, preserve_index=False)
-    if image_column and not isinstance(table.features.get(image_column), datasets.Image):
-        table = table.cast_column(image_column, datasets.Image())
-    table.save_to_disk(str(scratch / "data"))
-    return SourceSpec(str(scratch / "data"), **columns)
+    with no_progress_bars():
+        table = _table(datasets, frame)
+        if image_column and not isinstance(table.features.get(image_column), datasets.Image):
+            table = table.cast_column(image_column, datasets.Image())
+        table.save_to_disk(str(scratch / DATA))
+    return SourceSpec(str(scratch / DATA), **columns)
+
+
+def _table(datasets: Any, frame: Any) -> Any:
+    """The DataFrame as a datasets.Dataset; a column Arrow cannot type is one DataError."""
+    import pyarrow as pa
+
+    try:
+        return datasets.Dataset.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as err:
+        reason = " ".join(str(part) for part in (err.args or (err,)))
+        raise DataError(f"data: a DataFrame column cannot be stored as a table ({reason[:160]})") from None
 
 
 def verified_manifests(verified: VerifiedLike, scratch: Path, spec: SourceSpec) -> list[Path]:
@@ -242,11 +263,12 @@ def verified_manifests(verified: VerifiedLike, scratch: Path, spec: SourceSpec) 
         return [Path(v) for v in verified]
     key = run_folder.manifest_key(_kind(spec))
     if _is_dataframe(verified):
-        verified = dict(zip(verified.iloc[:, 0].astype(str), verified.iloc[:, 1].astype(str)))
+        verified = checked_verified_frame(verified)
     if not isinstance(verified, Mapping):
         raise DataError(f"verified of type {type(verified).__name__} is not supported (a manifest path, a mapping "
                         "{path or id: label} or a DataFrame)")
-    target = scratch / "verified.csv"
+    checked_labels(list(verified.values()), "verified", list(verified))
+    target = scratch / VERIFIED
     _write_rows(target, (key, "label"), [(str(k), str(v)) for k, v in verified.items()])
     return [target]
 

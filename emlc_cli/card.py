@@ -3,7 +3,6 @@ to it (`--license`, `--card-notes FILE`). A card is public: a local source is na
 and local paths in the recorded command and the recipe are cut to their last part."""
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -78,7 +77,7 @@ def dataset_card(run: Path, dataset: Any, split: str, sizes: ShardSizes, record:
     local paths are cut to their last part."""
     card = card or CardInfo()
     summary_file = run / run_folder.SUMMARY
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    summary = run_folder.read_json(summary_file, required=False)
     recipe = public_text(run_folder.read_recipe_text(run))
     yaml = card_yaml(dataset, split, sizes.download, record, card.license, dataset_size=sizes.uncompressed)
     return f"---\n{yaml}---\n\n{card_body(dataset, summary, recipe, record, card.notes())}"

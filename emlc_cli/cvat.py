@@ -27,7 +27,7 @@ def annotations(run: Path, task_name: str) -> tuple[ET.ElementTree, int, int]:
     classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
     for name in classes:
         _checked(name, "class name")
-    rows = _ordered(run)
+    rows = _ordered(run, root)
     top = ET.Element("annotations")
     ET.SubElement(top, "version").text = VERSION
     top.append(_meta(task_name, len(rows), classes))
@@ -44,9 +44,9 @@ def _checked(value: str, what: str) -> str:
     return value
 
 
-def _ordered(run: Path) -> list[tuple[int, dict[str, str]]]:
+def _ordered(run: Path, root: Path) -> list[tuple[int, dict[str, str]]]:
     """(corrected.csv line, row): to-verify rows first (best first), then the rest least confident first."""
-    rows = enumerate(run_folder.read_corrected(run, required=run_folder.CORRECTED_COLUMNS), start=2)
+    rows = enumerate(run_folder.read_image_rows(run, root), start=2)
     rank = {r["path"]: i for i, r in enumerate(run_folder.read_to_verify(run))}
     return sorted(rows, key=lambda item: (rank.get(item[1]["path"], len(rank)), float(item[1]["confidence"])))
 

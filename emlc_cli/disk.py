@@ -5,6 +5,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -50,8 +51,7 @@ def write_atomic(target: Path, data: bytes) -> None:
     """`data` into `target` via a temporary file beside it and one rename: the old file, or nothing, until the
     new one is complete. Only that temporary file is ever removed."""
     target = Path(target)
-    if target.is_dir():
-        raise OutputError(f"{target} is a folder; pass a file name")
+    check_replaceable(target)
     tmp: str | None = None
     try:
         with writing(target):
@@ -65,6 +65,25 @@ def write_atomic(target: Path, data: bytes) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_replaceable(target: Path, option: str = "") -> None:
+    """A file a command writes by name may replace only a regular file: never a folder, a symlink (whose target
+    is not ours to judge), a FIFO, a socket or a device (as root, `--out /dev/null` would replace /dev/null)."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise OutputError(f"{option + ' ' if option else ''}{target}: cannot check ({err.strerror or err})") from None
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise OutputError(f"{option + ' ' if option else ''}{target} is {kind}; emlc replaces only a regular file "
+                          "it wrote: choose another name")
+
+
+_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
 
 
 def _umask() -> int:

@@ -24,7 +24,7 @@ def export_imagefolder(run: Path, dest: Path, overwrite: bool = False, data: str
                         "source: use `emlc push RUN --to DIR` instead")
     root = Path(record.get("location") or record["root"])
     check_out_dir(Path(dest), root, overwrite, protect=run_inputs(run), option="DEST")
-    rows = run_folder.read_corrected(run, run_folder.CORRECTED_COLUMNS)
+    rows = run_folder.read_image_rows(run, root)
     nested = not record.get("labels_csv")  # class folders: drop the given class folder from the path
     with RunDir(Path(dest), kind="export", option="DEST") as staged:
         taken: set[str] = set()

@@ -22,7 +22,7 @@ LABEL_CLASS = "Classification"
 def samples(run: Path) -> list[dict[str, Any]]:
     """The run's images as FiftyOne sample dicts, in corrected.csv order."""
     root = run_folder.image_folder_root(run, "a FiftyOne export (samples point at image files)")
-    rows = run_folder.read_corrected(run, required=run_folder.CORRECTED_COLUMNS)
+    rows = run_folder.read_image_rows(run, root)
     classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
     given_probs = _given_probs(run, rows, classes)
     to_verify = {r["path"] for r in run_folder.read_to_verify(run)}

@@ -21,8 +21,10 @@ from emlc_cli.evaluation import load_student, predict_probs
 from emlc_cli.runtime import resolve_device
 
 
-def predict_run(run: Path, spec: SourceSpec, device: str = "auto") -> tuple[list[str], list[str], np.ndarray]:
-    """(classes, keys, probs): the student's softmax for every readable row of `spec`; unreadable rows are left out."""
+def predict_run(run: Path, spec: SourceSpec,
+                device: str = "auto") -> tuple[list[str], list[str], np.ndarray, list[tuple[str, str]]]:
+    """(classes, keys, probs, left_out): the student's softmax for every readable row of `spec`; unreadable rows
+    are left out, and listed as (key, reason)."""
     torch_device = resolve_device(device)
     model, config = load_student(run, torch_device)
     dataset = _readable(spec)
@@ -33,7 +35,13 @@ def predict_run(run: Path, spec: SourceSpec, device: str = "auto") -> tuple[list
                         f"{config.get('in_features')}", path=spec.location)
     keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
     probs = predict_probs(model, images[torch.as_tensor(keep, dtype=torch.long)], torch_device)
-    return list(config["classes"]), [dataset.paths[i] for i in keep], probs
+    return list(config["classes"]), [dataset.paths[i] for i in keep], probs, [(dataset.paths[i], why) for i, why in bad]
+
+
+def left_out_text(left_out: list[tuple[str, str]]) -> str:
+    """One line saying how many rows predict left out, naming the first."""
+    key, reason = left_out[0]
+    return f"{len(left_out)} unreadable rows left out of the predictions (the first: {key}: {reason})"
 
 
 def _readable(spec: SourceSpec) -> LabeledImages:

@@ -7,7 +7,6 @@ Tasks follow Label Studio's basic JSON format (`data` + `predictions`, each pred
 carries `emlc_key` (the run's path or id), which is how decisions come back."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import quote
@@ -15,6 +14,7 @@ from xml.sax.saxutils import quoteattr
 
 from emlc_cli import __version__, run_folder
 from emlc_cli.errors import DataError
+from emlc_cli.jsonfile import read_json_file
 
 FROM_NAME, TO_NAME = "label", "image"  # the control and object names of label_config()
 LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local-files URL (LOCAL_FILES_SERVING_ENABLED=true)
@@ -35,7 +35,7 @@ def tasks(run: Path, url_prefix: Optional[str] = None) -> list[dict[str, Any]]:
     confident first. `url_prefix` + the image's path under DATA makes its URL (default: Label Studio's
     local-files URL of the absolute path, for LOCAL_FILES_DOCUMENT_ROOT=/)."""
     root = run_folder.image_folder_root(run, "a Label Studio export (tasks point at image files)")
-    rows = run_folder.read_corrected(run, required=run_folder.CORRECTED_COLUMNS)
+    rows = run_folder.read_image_rows(run, root)
     first = [r["path"] for r in run_folder.read_to_verify(run)]
     rank = {path: i for i, path in enumerate(first)}
     ordered = sorted(rows, key=lambda r: (rank.get(r["path"], len(rank)), float(r["confidence"])))
@@ -82,22 +82,45 @@ def _load(path: Path) -> list[Any]:
         raise DataError("file not found" if not path.exists() else "not a regular file", path=path)
     if path.stat().st_size > MAX_EXPORT_BYTES:
         raise DataError(f"larger than {MAX_EXPORT_BYTES >> 20} MB", path=path)
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"not a Label Studio JSON export ({str(err)[:80]})", path=path) from None
+    loaded = read_json_file(path, "not a Label Studio JSON export", encoding="utf-8-sig")
     if not isinstance(loaded, list):
         raise DataError("not a Label Studio JSON export (expected a list of tasks)", path=path)
     return loaded
 
 
 def _chosen(task: dict[str, Any], path: Path, number: int) -> Optional[str]:
-    kept = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    kept = [a for a in _annotations(task, path, number) if not a.get("was_cancelled")]
     for annotation in reversed(kept):
         for region in annotation.get("result") or []:
-            choices = region.get("value", {}).get("choices") if isinstance(region, dict) else None
+            choices = region.get("value", {}).get("choices")
             if region.get("type") == "choices" and isinstance(choices, list) and choices:
                 if len(choices) != 1 or not isinstance(choices[0], str):
                     raise DataError("an annotation must choose exactly one class", path=path, row=number)
                 return choices[0]
     return None
+
+
+def _annotations(task: dict[str, Any], path: Path, number: int) -> list[dict[str, Any]]:
+    """The task's annotations, checked to have Label Studio's shape: a list of objects, each with a `result`
+    list of region objects whose `value` is an object. Anything else is one DataError naming the task and where."""
+    annotations = task.get("annotations")
+    if annotations is None:
+        return []
+    if not isinstance(annotations, list):
+        raise DataError(f"'annotations' is {_kind(annotations)}, not a list", path=path, row=number)
+    for a, annotation in enumerate(annotations, start=1):
+        if not isinstance(annotation, dict):
+            raise DataError(f"annotation {a} is {_kind(annotation)}, not an object", path=path, row=number)
+        result = annotation.get("result")
+        if result is not None and not isinstance(result, list):
+            raise DataError(f"annotation {a}: 'result' is {_kind(result)}, not a list", path=path, row=number)
+        for r, region in enumerate(result or [], start=1):
+            value = region.get("value", {}) if isinstance(region, dict) else None
+            if not isinstance(value, dict):
+                shape = f": 'value' is {_kind(value)}" if isinstance(region, dict) else f" is {_kind(region)}"
+                raise DataError(f"annotation {a}, result {r}{shape}, not an object", path=path, row=number)
+    return annotations
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"

@@ -6,11 +6,11 @@ network. outputs.py writes what is named here."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 from emlc_cli.errors import DataError
+from emlc_cli.jsonfile import read_json_file
 
 CORRECTED = "corrected.csv"    # one row per image, sorted by path: CORRECTED_COLUMNS
 TO_VERIFY = "to_verify.csv"    # the images to verify next, best first: TO_VERIFY_COLUMNS
@@ -108,6 +108,17 @@ def read_corrected(run: Path, required: Iterable[str] = ()) -> list[dict[str, st
     return rows
 
 
+def read_image_rows(run: Path, root: Path) -> list[dict[str, str]]:
+    """corrected.csv of an image-folder run, for an export that copies or points at its files: every path must
+    name a regular file inside the data folder `root` (a tampered row `../../etc/hostname` is one DataError)."""
+    from emlc_cli.data.imagefolder import check_inside
+
+    rows = read_corrected(run, required=CORRECTED_COLUMNS)
+    for line, row in enumerate(rows, start=2):
+        check_inside(Path(root), row["path"], Path(run) / CORRECTED, line)
+    return rows
+
+
 def read_to_verify(run: Path) -> list[dict[str, str]]:
     """to_verify.csv as dicts in file order (best first); [] for a run without one."""
     path = Path(run) / TO_VERIFY
@@ -128,10 +139,7 @@ def read_json(path: Path, required: bool = True) -> dict[str, Any]:
         if required:
             raise DataError(NOT_A_RUN, path=path)
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read JSON: {err}", path=path) from None
+    data = read_json_file(path, "cannot read JSON")
     if not isinstance(data, dict):
         raise DataError("expected a JSON object", path=path)
     return data
@@ -144,10 +152,7 @@ def read_source_record(run: Path, required: bool = True) -> dict[str, Any]:
         if not required:
             return {}
         raise DataError("not found; is this a run folder written by emlc clean?", path=path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise DataError(f"not valid JSON ({err})", path=path) from None
+    return read_json(path)
 
 
 def read_recipe_text(run: Path) -> str:

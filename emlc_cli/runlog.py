@@ -77,13 +77,14 @@ def header(command: Optional[str], prepared: Any = None) -> list[str]:
 
 def outcome(folder: Path) -> str:
     """The last line: what the run found, from the summary.json it has just written."""
-    import json
+    from emlc_cli.errors import DataError
+    from emlc_cli.jsonfile import read_json_file
 
     try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        summary = read_json_file(folder / "summary.json")
         line = (f"done in {summary['wall_seconds']:.0f}s: {summary['changed']} of {summary['noisy']} noisy labels changed, "
                 f"best holdout accuracy {summary['best_holdout_score']:.3f}")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (DataError, KeyError, TypeError, ValueError):
         return "done"
     estimate = summary.get("label_accuracy") or {}
     if isinstance(estimate.get("given"), dict) and isinstance(estimate.get("corrected"), dict):

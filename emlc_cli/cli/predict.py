@@ -42,22 +42,26 @@ def predict_command(
     target = _check_target(out, run, data, overwrite) if out is not None else None
     spec = spec_like_run(read_source_record(run, required=False), data, labels, config=config, split=split,
                          revision=revision, image_column=image_column, id_column=id_column, feature_column=feature_column)
-    classes, keys, probs = inference.predict_run(run, spec, device)
+    classes, keys, probs, left_out = inference.predict_run(run, spec, device)
     if target is None:
         sys.stdout.write(inference.predictions_csv(inference.predictions_table(classes, keys, probs)))
-        return
-    inference.write_predictions(target, classes, keys, probs)
-    if not quiet:
-        console.text(f"{len(keys)} predictions -> {target}")
+    else:
+        inference.write_predictions(target, classes, keys, probs)
+        if not quiet:
+            console.text(f"{len(keys)} predictions -> {target}")
+    if left_out:  # on stderr, as every warning: stdout may be the predictions themselves
+        console.warning(inference.left_out_text(left_out))
 
 
 def _check_target(out: Path, run: Path, data: str, overwrite: bool) -> Path:
     """Never inside the data or the run; an existing file only with --overwrite, and only one emlc predict wrote."""
+    from emlc_cli.disk import check_replaceable
     from emlc_cli.errors import OutputError
     from emlc_cli.outputs import check_not_inputs, check_out_path, data_paths
 
     target = check_out_path(out)
     check_not_inputs(target, [(Path(run), "the run folder"), (Path(data), "the data"), *data_paths(run)], f"--out {out}")
+    check_replaceable(out, "--out")
     if target.exists():
         if not overwrite:
             raise OutputError(f"--out {out} already exists; pass --overwrite to replace it")

@@ -1,7 +1,7 @@
 """`emlc recipes list | show NAME | copy NAME DEST`."""
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +35,9 @@ def copy_command(
     from emlc_cli import console
     from emlc_cli.recipe import recipe_path
 
-    if dest.exists():
+    from emlc_cli.disk import write_atomic
+
+    if os.path.lexists(dest):  # a dangling symlink too: copying through it would write wherever it points
         raise OutputError(f"{dest} already exists; choose another name")
-    shutil.copyfile(recipe_path(name), dest)
+    write_atomic(dest, recipe_path(name).read_bytes())
     console.text(f"wrote {dest}")

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from emlc_cli import run_folder
-from emlc_cli.disk import write_atomic
+from emlc_cli.disk import check_replaceable, write_atomic
 from emlc_cli.errors import DataError
 from emlc_cli.outputs import check_file_target, check_not_inputs
 from emlc_cli.review.report import render_report
@@ -49,6 +49,7 @@ def write_report(run: Path, out: Optional[Path] = None, top: int = REPORT_TOP, d
     target = Path(out) if out is not None else Path(run) / run_folder.REVIEW
     check_file_target(target, Path(run), "--out", _our_report)
     _not_in_data(target, data, "--out")
+    check_replaceable(target, "--out")
     thumbs = Thumbnails(image_opener(view.run, view.source))
     html = render_report(view, thumbs)
     write_atomic(target, html.encode("utf-8"))
@@ -63,6 +64,7 @@ def write_sheet(run: Path, png: Path, top: int = SHEET_TOP, data: Optional[str] 
     view = load_run(run, top, data)
     check_file_target(Path(png), Path(run), "--png", _our_sheet)
     _not_in_data(Path(png), data, "--png")
+    check_replaceable(Path(png), "--png")
     if not view.changed:
         raise DataError("no label was changed in this run; there is nothing to put on a contact sheet",
                         path=Path(run) / run_folder.CORRECTED)
