@@ -90,3 +90,15 @@ def test_a_lone_rank_says_what_it_waits_for_and_gives_up_after_the_timeout(noisy
     assert "Traceback" not in done.stderr
     assert f"within 3 s ({TIMEOUT_ENV})" in last and "WORLD_SIZE=2" in last and f"MASTER_ADDR:MASTER_PORT=127.0.0.1:{port}" in last
     assert not (noisy_folder["tmp"] / "run").exists() and not list(noisy_folder["tmp"].glob(".run*"))
+
+
+@pytest.mark.parametrize("other,named", [
+    ((["a.png", "b.png"], [0, 1], [10, 99]), "b.png is 99 bytes there and 20 bytes on rank 0"),
+    ((["a.png", "b.png"], [0, 0], [10, 20]), "b.png has another given label there"),
+    ((["a.png", "c.png"], [0, 1], [10, 20]), "image 2 is c.png there and b.png on rank 0"),
+    ((["a.png"], [0], [10]), "DATA holds 1 images there and 2 on rank 0"),
+])
+def test_a_node_with_other_inputs_is_told_which_row_differs(other, named):
+    from emlc_cli.same_inputs import _first_row
+
+    assert _first_row((["a.png", "b.png"], [0, 1], [10, 20]), other) == named
