@@ -100,13 +100,15 @@ def train(trainer: MetaTrainer, checkpoint: Checkpoint, emit: Event) -> float:
 
 def pause_for_tests(report: object, trainer: MetaTrainer, where: str = "") -> None:
     """Tests only: with EMLC_TEST_PAUSE_AT=EPOCH:STEP (1-based; foldK:EPOCH:STEP in cross-fit fold K) the run creates
-    the file EMLC_TEST_PAUSE_FILE after that step and waits there for a stop signal, so a test interrupts it at a
+    the file EMLC_TEST_PAUSE_FILE (holding its process id) after that step and waits there for a stop signal, so a test interrupts it at a
     known point instead of racing a timer."""
     at = os.environ.get("EMLC_TEST_PAUSE_AT")
     if (not at or not isinstance(report, StepReport) or report.phase == "finetune"
             or f"{where}{report.epoch + 1}:{report.step}" != at):
         return
-    Path(os.environ["EMLC_TEST_PAUSE_FILE"]).touch()
+    paused = Path(os.environ["EMLC_TEST_PAUSE_FILE"])  # holds this process's id: under torchrun the test signals it
+    paused.with_name(paused.name + ".tmp").write_text(str(os.getpid()))
+    os.replace(paused.with_name(paused.name + ".tmp"), paused)
     deadline = time.monotonic() + 600
     while not trainer.stop_requested and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from typing import TYPE_CHECKING, Any, Optional
 
 from rich.console import Console
@@ -20,6 +19,7 @@ from rich.text import Text
 from emlc_cli.reports import EpochReport, FoldReport, StepReport
 from emlc_cli.run_folder import TO_VERIFY
 from emlc_cli.runlog import transcript
+from emlc_cli.runtime import rank_prefix
 
 if TYPE_CHECKING:
     from emlc_cli.verified import Prepared
@@ -37,6 +37,11 @@ def error(message: str) -> None:
 def warning(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
     transcript().info(f"warning: {message}")
+
+
+def note(message: str) -> None:
+    """A status line on stderr (stdout stays for the results)."""
+    err.print(message, highlight=False, soft_wrap=True, markup=False)
 
 
 def text(message: str) -> None:
@@ -65,8 +70,7 @@ class LogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            rank = os.environ.get("RANK", "0")
-            where = f"rank {rank}: " if rank != "0" else ""
+            where = rank_prefix()
             if record.levelno >= logging.ERROR:
                 err.print(f"[bold red]error:[/] {escape(where + message)}", highlight=False, soft_wrap=True)
             elif record.levelno >= logging.WARNING:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable, Iterable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.distributed_c10d import default_pg_timeout
 
-from emlc_cli.errors import EmlcError, UsageError
-from emlc_cli.runtime import LAUNCH_ENV, is_main_process, launched  # noqa: F401 - torch-free; re-exported here
+from emlc_cli.errors import EmlcError, LaunchError, UsageError
+from emlc_cli.runtime import (LAUNCH_ENV, TIMEOUT_ENV, Launch, is_main_process, launch_env,  # noqa: F401 - torch-free;
+                              launched)  # re-exported here
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,18 +44,31 @@ class World:
 def world() -> World:
     if not (dist.is_available() and dist.is_initialized()):
         return World()
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend())
+    return World(dist.get_rank(), dist.get_world_size(), launch_env().local_rank, dist.get_backend())
 
 
 def init(device: torch.device) -> World:
-    """Join the process group torchrun describes (once); single-process runs return World()."""
-    if not launched():
+    """Join the process group torchrun describes (once); single-process runs return World(). Joining waits at
+    most EMLC_DIST_TIMEOUT seconds for the other processes; once joined, collectives keep torch's own limit
+    (rank 0 may write a large run folder while the others wait)."""
+    launch = launch_env()
+    if not launch.distributed:
         return World()
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend)
+        try:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=launch.timeout_s))
+        except dist.DistError as err:
+            log.debug("joining the process group failed: %s", err)
+            raise LaunchError(_no_reply(launch)) from None
+        dist.set_timeout(default_pg_timeout)
         _tag_log_lines(dist.get_rank())
     return world()
+
+
+def _no_reply(launch: Launch) -> str:
+    return (f"the other processes did not join within {launch.timeout_s:g} s ({TIMEOUT_ENV}): WORLD_SIZE={launch.world_size} "
+            f"processes expected at MASTER_ADDR:MASTER_PORT={launch.endpoint}; start every node's torchrun with the same "
+            f"--nnodes and --rdzv-endpoint, or raise {TIMEOUT_ENV}")
 
 
 def _tag_log_lines(rank: int) -> None:

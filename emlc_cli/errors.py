@@ -54,6 +54,10 @@ class Interrupted(EmlcError):
     exit_code = 130
 
 
+class LaunchError(EmlcError):
+    """The processes of a torchrun launch cannot reach each other, or do not hold the same inputs."""
+
+
 class UsageError(EmlcError):
     """A command-line combination that cannot work as given."""
 

@@ -24,6 +24,7 @@ from emlc_cli.errors import DataError, OutputError
 from emlc_cli.outputs import NoOutputs, RunDir, check_out_dir, load_training_state
 from emlc_cli.recipe import Recipe, dump_recipe
 from emlc_cli.runtime import resolve_device, seed_everything
+from emlc_cli.same_inputs import check_same_on_every_rank
 from emlc_cli.timing import Stopwatch
 from emlc_cli.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
 from emlc_cli.trainer import MetaTrainer
@@ -69,6 +70,7 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
             prepared = prepare(data, clean_csv, recipe, seed)
         prepared.seconds = watch["validation"]
     inputs_now = _fingerprint(prepared, recipe, seed)
+    check_same_on_every_rank(prepared, inputs_now)
     if saved is not None:
         resume_checks.check_same_inputs(saved["inputs"], inputs_now)
     for warning in prepared.warnings if world.is_main else []:

@@ -29,7 +29,9 @@ def test_auto_placement_counts_every_process_on_the_machine(monkeypatch):
     assert placement("auto", fifth, cpu, copies=8) == "mmap"
     assert placement("auto", 1 << 20, cpu, copies=8) == "memory"
     monkeypatch.setattr(cache.distributed, "world", lambda: cache.distributed.World(0, 8))
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    for name, value in {"WORLD_SIZE": "8", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "4",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():  # torchrun's, on 2 nodes
+        monkeypatch.setenv(name, value)
     assert cache._local_processes() == 4
 
 

@@ -24,6 +24,7 @@ ABORTS = (*(m.exceptions.Abort for m in _CLICK if hasattr(m.exceptions, "Abort")
 
 from emlc_cli import __version__
 from emlc_cli.errors import DeviceError, EmlcError, has_secret, install_log_filter, redact
+from emlc_cli.runtime import prints_errors, rank_prefix
 
 # Loggers that, at DEBUG, write HTTP headers (the Hub token) verbatim: kept at WARNING even under EMLC_DEBUG.
 THIRD_PARTY = ("urllib3", "httpx", "httpcore", "httpx2", "httpcore2", "huggingface_hub", "filelock", "fsspec",
@@ -128,15 +129,14 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         except EmlcError as err:
             if os.environ.get("EMLC_DEBUG"):
                 raise
-            if _main_process():  # other ranks fail with the same message (see distributed.on_main / all_agree)
-                console.error(err.one_line())
+            if prints_errors():  # other ranks fail with the same message (see distributed.on_main / all_agree)
+                console.error(rank_prefix() + err.one_line())
             raise typer.Exit(err.exit_code) from None
         except Exception as err:  # map device OOM to its fix; everything else is a bug and keeps its traceback
             _scrub(err)
             if type(err).__name__ != "OutOfMemoryError" or os.environ.get("EMLC_DEBUG"):
                 raise
-            where = "" if _main_process() else f"rank {os.environ['RANK']}: "
-            console.error(where + DeviceError("out of memory on the device; lower train.batch_size / "
+            console.error(rank_prefix() + DeviceError("out of memory on the device; lower train.batch_size / "
                                               "train.clean_batch_size or data.image_size").one_line())
             raise typer.Exit(2) from None
 
@@ -147,11 +147,6 @@ def _scrub(err: BaseException) -> None:
     """An unexpected error keeps its traceback, but never a secret in its message."""
     if has_secret(repr(err.args)):
         err.args = tuple(redact(a) if isinstance(a, (str, bytes)) else a for a in err.args)
-
-
-def _main_process() -> bool:
-    """Rank 0 of a torchrun launch, or a plain run (read from the environment: no torch import on this path)."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _version(value: bool) -> None:

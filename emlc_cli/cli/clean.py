@@ -82,6 +82,7 @@ def clean_command(
 
         check_nproc(nproc, device)
         raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
+    _joining_note(quiet)
     quiet = quiet or not distributed.is_main_process()  # --json: progress on stderr, the summary on stdout
     with console.TrainingProgress(quiet, checked.recipe.train.finetune_epochs) as progress:
         run = api.run_checked(checked, device, progress, strict)
@@ -93,6 +94,17 @@ def clean_command(
         console.text(str(run.path))
     else:
         console.clean_summary(run.summary, str(run.path))
+
+
+def _joining_note(quiet: bool) -> None:
+    """Under torchrun, what this process is about to wait for (at most EMLC_DIST_TIMEOUT seconds)."""
+    from emlc_cli import console
+    from emlc_cli.runtime import TIMEOUT_ENV, launch_env, prints_errors, rank_prefix
+
+    launch = launch_env()
+    if launch.distributed and prints_errors() and not quiet:
+        console.note(f"{rank_prefix()}waiting for the {launch.world_size} processes to join at {launch.endpoint} "
+                     f"(at most {launch.timeout_s:g} s, {TIMEOUT_ENV})")
 
 
 def _dry_run(checked: Any, device: str) -> None:

@@ -30,7 +30,7 @@ from emlc_cli.data import store
 from emlc_cli.data.decode import decode_images
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.errors import OutputError
-from emlc_cli.runtime import release_freed_heap
+from emlc_cli.runtime import launch_env, release_freed_heap
 
 log = logging.getLogger(__name__)
 CACHE_FILE = store.IMAGES
@@ -133,7 +133,7 @@ def _inside_data(ds: LabeledImages) -> bool:
 def _local_processes() -> int:
     """The processes on this machine (torchrun's LOCAL_WORLD_SIZE), each of which holds its own cache in RAM."""
     world = distributed.world()
-    return int(os.environ.get("LOCAL_WORLD_SIZE", world.size)) if world.distributed else 1
+    return launch_env().local_world_size if world.distributed else 1
 
 
 def _one_node() -> bool:
