@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog
+from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog, saved_state
 from emlc_cli import resume as resume_checks
 from emlc_cli.checkpoints import Checkpoint, saved_folds, train
 from emlc_cli.data.cache import image_cache
@@ -24,7 +24,6 @@ from emlc_cli.errors import DataError, OutputError
 from emlc_cli.outputs import NoOutputs, RunDir, check_out_dir, load_training_state
 from emlc_cli.recipe import Recipe, dump_recipe
 from emlc_cli.runtime import resolve_device, seed_everything
-from emlc_cli.saved_state import check_trainer_state
 from emlc_cli.timing import Stopwatch
 from emlc_cli.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
 from emlc_cli.trainer import MetaTrainer
@@ -81,7 +80,7 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
         trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, inputs.images, inputs.noisy_idx),
                               device=torch_device, seed=seed)
         if saved is not None:  # before the staging folder is opened: a refused state is left as it was
-            check_trainer_state(saved["trainer"], run_folder.staging_path(out) / run_folder.STATE_FILE, trainer)
+            saved_state.check_trainer_state(saved["trainer"], run_folder.staging_path(out) / run_folder.STATE_FILE, trainer)
         with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
             with runlog.recording(run.path if world.is_main else None, data.command, prepared):
                 if saved is not None:
