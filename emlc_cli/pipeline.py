@@ -80,7 +80,8 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
         trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, inputs.images, inputs.noisy_idx),
                               device=torch_device, seed=seed)
         if saved is not None:  # before the staging folder is opened: a refused state is left as it was
-            saved_state.check_trainer_state(saved["trainer"], run_folder.staging_path(out) / run_folder.STATE_FILE, trainer)
+            state_file = run_folder.staging_path(out) / run_folder.STATE_FILE
+            saved_state.check_trainer_state(saved["trainer"], state_file, trainer)
         with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
             with runlog.recording(run.path if world.is_main else None, data.command, prepared):
                 if saved is not None:
