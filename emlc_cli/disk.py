@@ -90,3 +90,34 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path`, opened without following a symbolic link or waiting on a FIFO; OSError
+    when it is a link, not a regular file (a FIFO or a device is never read), or larger than `limit`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks, read = [], 0
+        while read <= limit:
+            chunk = os.read(fd, limit + 1 - read)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            read += len(chunk)
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    finally:
+        os.close(fd)
+
+
+def path_kind(path: Path) -> str:
+    """What is at `path`, its link not followed: 'missing', 'file', 'folder', 'link' or 'special'."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "special"

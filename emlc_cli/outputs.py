@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 from emlc_cli.disk import writing
 from emlc_cli.errors import DataError, OutputError
-from emlc_cli.locks import acquire_lock, lock_holder, release_lock
+from emlc_cli.locks import acquire_lock, check_own_path, lock_holder, release_lock
 from emlc_cli.run_folder import (LEGACY_RUN, MARKERS, NOT_A_RUN, SOURCE, STATE_FILE, config_file, lock_path, read_json,
                                  staging_path, weights_file)
 from emlc_cli.runlog import LOG_FILE
@@ -37,10 +37,13 @@ def check_out_dir(out: Path, data_root: Any, overwrite: bool, resume: bool = Fal
     target = check_out_path(out, option)
     check_not_inputs(target, [(data_root, "the data folder"), *protect], f"{option} {out}")
     staged = staging_path(out)
-    holder = lock_holder(lock_path(out))
+    check_own_path(staged, "folder", "staging folder", option)
+    holder = lock_holder(lock_path(out), option)
     if holder is not None:
         raise OutputError(f"{option} {out}: another emlc run (pid {holder}) is writing it ({lock_path(out)}); "
                           f"wait for it to finish or choose another {option}")
+    if resume:
+        check_own_path(staged / STATE_FILE, "file", "training state", option)
     if resume and not (staged / STATE_FILE).is_file():
         raise OutputError(f"--resume: no interrupted run to continue for {option} {out} (expected {staged / STATE_FILE})")
     if not resume and staged.exists():
@@ -161,6 +164,7 @@ class RunDir:
         check_out_path(self.final, option)
         self.lock = acquire_lock(self.final, option)
         try:
+            check_own_path(self.path, "folder", "staging folder", option)  # checked before the run, and again here
             with writing(self.path):
                 if not resume and self.path.exists():
                     if not _is_staging(self.path):  # checked before the run (check_out_dir), and again here

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog
+from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog, saved_state
 from emlc_cli import resume as resume_checks
 from emlc_cli.checkpoints import Checkpoint, saved_folds, train
 from emlc_cli.data.cache import image_cache
@@ -81,6 +81,9 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
         trained = features.head_recipe(recipe) if inputs.backbone is not None else recipe
         trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, inputs.images, inputs.noisy_idx),
                               device=torch_device, seed=seed)
+        if saved is not None:  # before the staging folder is opened: a refused state is left as it was
+            state_file = run_folder.staging_path(out) / run_folder.STATE_FILE
+            saved_state.check_trainer_state(saved["trainer"], state_file, trainer)
         with (RunDir(out, resume=resume) if world.is_main else NoOutputs(out)) as run:
             with runlog.recording(run.path if world.is_main else None, data.command, prepared):
                 if saved is not None:

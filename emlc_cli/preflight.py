@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from emlc_cli.data import store
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import RecipeError
 from emlc_cli.outputs import check_out_dir
@@ -41,6 +42,8 @@ def check_clean(spec: SourceSpec, clean_csv: list[Path], recipe: Union[str, Path
     `recipe`: a shipped name or YAML path (None: the default for the data), or a Recipe already resolved."""
     resolved = _resolve_recipe(recipe, overrides, spec)
     parse_device(device)
+    if store.root() is not None:
+        store.max_bytes()  # EMLC_CACHE_MAX_GB, checked with the other settings
     out_dir = Path(out) if out is not None else Path("runs") / spec.run_name()
     resume = resume or elastic_restart(out_dir)
     replaces = out_dir.exists() and overwrite and not resume

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from emlc_cli import distributed, meta, prediction, tangents
 from emlc_cli.backbones import backbone
 from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet
-from emlc_cli.errors import OutputError, RecipeError, TrainingError
+from emlc_cli.errors import RecipeError, TrainingError
 from emlc_cli.models import batch_stats_only, build_classifier, build_teacher
 from emlc_cli.recipe import Recipe
 from emlc_cli.reports import EpochReport, StepReport
@@ -382,9 +382,7 @@ class MetaTrainer:
         }
 
     def load_training_state(self, state: dict) -> None:
-        if int(state["world_size"]) != self.world.size:
-            raise OutputError(f"--resume: the run was saved by {state['world_size']} process(es); resume it with the "
-                              f"same number (now {self.world.size})")
+        """`state` as training_state() gives it, checked first (saved_state.check_trainer_state)."""
         self.load_state(state["models"])
         self.student_opt.load_state_dict(state["student_opt"])
         self.teacher_opt.load_state_dict(state["teacher_opt"])

@@ -26,13 +26,15 @@ def ls_command() -> None:
     if base is None:
         console.text("the image cache is off (EMLC_CACHE_DIR=none)")
         return
-    found = store.entries()
+    cap = store.max_bytes()
+    found = store.entries(include_damaged=True)
     console.text(f"{base}: {len(found)} cache(s), {sum(e.bytes for e in found) / 2**20:.1f} MB of "
-                 f"{store.max_bytes() / 2**30:.1f} GB (EMLC_CACHE_MAX_GB)")
+                 f"{cap / 2**30:.1f} GB (EMLC_CACHE_MAX_GB)")
     for entry in found:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
-        console.text(f"{entry.key[:12]}  {entry.bytes / 2**20:9.1f} MB  {entry.info.get('rows', '?'):>8} x "
-                     f"{entry.info.get('size', '?')} px  used {used}  {entry.info.get('source', '?')}")
+        what = (f"invalid: {entry.problem} (a run decodes again; `emlc cache rm {entry.key[:12]}` removes it)" if entry.problem
+                else f"{entry.info['rows']:>8} x {entry.info['size']} px  used {used}  {entry.info['source']}")
+        console.text(f"{entry.key[:12]}  {entry.bytes / 2**20:9.1f} MB  {what}")
 
 
 def rm_command(
@@ -48,7 +50,7 @@ def rm_command(
         raise EmlcError("KEY... and --all: give one of them")
     if not keys and not remove_all:
         raise EmlcError("give the KEY of each cache to remove (`emlc cache ls` lists them), or --all")
-    found = store.entries()
+    found = store.entries(include_damaged=True)
     chosen = found if remove_all else [_one(found, key) for key in keys or []]
     for entry in chosen:
         store.remove(entry)

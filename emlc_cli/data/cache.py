@@ -89,6 +89,7 @@ def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ..
     the store is off, the source cannot be fingerprinted, it would not fit, or the processes span nodes."""
     if store.root() is None or not _one_node() or _inside_data(ds):
         return None
+    store.max_bytes()  # a bad EMLC_CACHE_MAX_GB is one line on every process, before rank 0 stages anything
     key = distributed.broadcast_object(store.key_for(ds, size, resize) if distributed.world().is_main else None)
     if key is None:
         return None

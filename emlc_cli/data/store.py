@@ -8,12 +8,15 @@ larger than the cap is decoded for the run only. The key is a fingerprint of wha
 source (an image folder's file listing with sizes and modification times; a dataset's location, split,
 revision and `datasets` fingerprint), the image size and resize (`data.resize`), and the decoder (DECODE_VERSION, Pillow's version).
 Entries are written into a staging folder and renamed into place when complete; staging folders of killed
-processes are removed at start. Torch-free (`emlc cache ls` answers without importing torch)."""
+processes are removed at start. An entry's metadata is validated where it is read (`_read_entry`) and its pixels
+against the SHA-256 recorded at commit when a run opens it (about 2.4 s per GB here); a damaged entry is a stale
+cache: decoded again, listed as invalid by `emlc cache ls`. Torch-free (`emlc cache ls` answers without importing torch)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -24,12 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from emlc_cli.disk import path_kind, read_regular
+from emlc_cli.errors import UsageError
 from emlc_cli.locks import process_alive
 
 log = logging.getLogger(__name__)
 DECODE_VERSION = "rgb-white-alpha-bilinear-draft-2"  # change whenever decode_images gives other pixels for the same file
 IMAGES, UNREADABLE, INFO = "images.npy", "unreadable.json", "info.json"
 DEFAULT_MAX_GB = 50.0
+MAX_GB = 1e9  # a petabyte: beyond any disk, and still an exact integer of bytes
+META_BYTES = 1 << 20  # info.json is a few hundred bytes
+UNREADABLE_BYTES = 1 << 30  # [row, reason] pairs: ~100 bytes each, at most one per row
 STAGING_PREFIX = ".emlc-cache-"
 HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]  # pids are only meaningful on one host
 # .emlc-cache-<pid>-<host tag>-<mkdtemp's 8 characters>: exactly what staging_folder creates, nothing else
@@ -44,6 +52,7 @@ class Entry:
     bytes: int
     info: dict[str, Any]
     unreadable: list[tuple[int, str]]
+    problem: str = ""  # why the entry cannot be used ("" when it can): it is decoded again, and `cache ls` says so
 
     @property
     def images(self) -> Path:
@@ -67,13 +76,16 @@ def root() -> Optional[Path]:
 
 
 def max_bytes() -> int:
-    raw = os.environ.get("EMLC_CACHE_MAX_GB", "")
+    """EMLC_CACHE_MAX_GB in bytes: a finite number of gigabytes, 0 or more (unset or empty: 50)."""
+    raw = os.environ.get("EMLC_CACHE_MAX_GB", "").strip()
     try:
-        gigabytes = float(raw) if raw.strip() else DEFAULT_MAX_GB
+        gigabytes = float(raw) if raw else DEFAULT_MAX_GB
     except ValueError:
-        log.warning("EMLC_CACHE_MAX_GB=%r is not a number; using %s", raw, DEFAULT_MAX_GB)
-        gigabytes = DEFAULT_MAX_GB
-    return int(max(gigabytes, 0.0) * 2**30)
+        gigabytes = math.nan
+    if not 0 <= gigabytes <= MAX_GB:
+        raise UsageError(f"EMLC_CACHE_MAX_GB={raw!r:.40}: give the image cache's size cap in gigabytes, a number from 0 "
+                         f"to {MAX_GB:.0f} (e.g. EMLC_CACHE_MAX_GB=50)")
+    return int(gigabytes * 2**30)
 
 
 # ---- keys ---------------------------------------------------------------------------------------------
@@ -121,46 +133,124 @@ def _stat_line(path: str) -> str:
 
 # ---- entries ------------------------------------------------------------------------------------------
 def lookup(key: str, shape: tuple[int, ...]) -> Optional[Entry]:
-    """The complete entry for `key` holding an array of `shape`, marked as just used; a damaged one is removed."""
+    """The usable entry for `key` holding an array of `shape`, marked as just used; a damaged one is removed (the
+    run decodes again): metadata that is not what `commit` writes, or pixels that are not those it recorded."""
     base = root()
-    if base is None or not (base / key / INFO).is_file():
+    if base is None or path_kind(base / key) == "missing":
         return None
     entry = _read_entry(base / key)
-    if entry is None or entry.info.get("shape") != list(shape) or not _array_intact(entry.images, shape):
-        log.warning("image cache %s is damaged or incomplete; decoding again", base / key)
-        _remove_ours(base / key)
+    problem = entry.problem or _pixels_problem(entry, shape, check_digest=True)
+    if problem:
+        log.warning("image cache %s is damaged or incomplete (%s); decoding again", entry.path, problem)
+        _remove_ours(entry.path)
         return None
     os.utime(entry.path / INFO)
     return entry
 
 
-def _array_intact(path: Path, shape: tuple[int, ...]) -> bool:
+def _pixels_problem(entry: Entry, shape: tuple[int, ...], check_digest: bool) -> str:
+    """Why the entry's images.npy is not the array of `shape` it recorded ("" when it is)."""
     import numpy as np
 
+    if entry.info["shape"] != list(shape):
+        return f"{INFO}: key 'shape' is {entry.info['shape']}, expected {list(shape)}"
     try:
-        mapped = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):
-        return False
-    return mapped.dtype == np.uint8 and mapped.shape == tuple(shape)
+        mapped = np.load(entry.images, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        return f"{IMAGES}: {err}"
+    if mapped.dtype != np.uint8 or mapped.shape != tuple(shape):
+        return f"{IMAGES}: holds {mapped.dtype} {list(mapped.shape)}, expected uint8 {list(shape)}"
+    recorded = entry.info.get("sha256")  # absent in entries written before the digest: those are not checked
+    if check_digest and recorded is not None and _sha256(entry.images) != recorded:
+        return f"{IMAGES}: its SHA-256 differs from the one recorded when it was written (changed since)"
+    return ""
 
 
-def _read_entry(path: Path) -> Optional[Entry]:
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _read_entry(path: Path) -> Entry:
+    """The entry in `path`, its metadata validated once, here: a problem is recorded in it, never raised."""
+    if path_kind(path) != "folder":
+        return Entry(path.name, path, 0, {}, [], "not a folder (a link or a file is never followed or removed)")
+    if path_kind(path / IMAGES) != "file":
+        return Entry(path.name, path, 0, {}, [], f"{IMAGES}: missing, or not a regular file")
+    size = (path / IMAGES).lstat().st_size
+    info, problem = _read_json(path / INFO, META_BYTES)
+    problem = problem or _info_problem(info)
+    if problem:
+        return Entry(path.name, path, size, info if isinstance(info, dict) else {}, [], problem)
+    unreadable, problem = _read_json(path / UNREADABLE, UNREADABLE_BYTES)
+    problem = problem or _unreadable_problem(unreadable, info["rows"])
+    if problem:
+        return Entry(path.name, path, size, info, [], problem)
+    return Entry(path.name, path, size, info, [(int(i), reason) for i, reason in unreadable])
+
+
+def _read_json(path: Path, limit: int) -> tuple[Any, str]:
+    """(value, "") or (None, why not): a regular file (never a link, FIFO or device) of at most `limit` bytes."""
     try:
-        info = json.loads((path / INFO).read_text(encoding="utf-8"))
-        unreadable = [(int(i), str(reason)) for i, reason in json.loads((path / UNREADABLE).read_text(encoding="utf-8"))]
-        size = (path / IMAGES).stat().st_size
-    except (OSError, ValueError, TypeError):
-        return None
-    return Entry(path.name, path, size, info, unreadable) if isinstance(info, dict) else None
+        return json.loads(read_regular(path, limit).decode("utf-8")), ""
+    except (OSError, ValueError, RecursionError) as err:
+        why = "nested too deeply" if isinstance(err, RecursionError) else getattr(err, "strerror", None) or str(err)
+        return None, f"{path.name}: cannot be read ({why[:80]})"
 
 
-def entries() -> list[Entry]:
-    """Every complete entry, most recently used first."""
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+INFO_KEYS: dict[str, tuple[Any, str]] = {  # what commit() writes: key -> (check, what it must be)
+    "rows": (_count, "a whole number, 0 or more"),
+    "size": (lambda v: _count(v) and v > 0, "a positive whole number"),
+    "shape": (lambda v: isinstance(v, list), "[rows, 3, size, size]"),
+    "source": (lambda v: isinstance(v, str), "a string"),
+    "kind": (lambda v: isinstance(v, str), "a string"),
+    "resize": (lambda v: v in (None, "stretch", "crop"), "'stretch' or 'crop'"),  # absent before data.resize
+    "sha256": (lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None),
+               "64 hexadecimal digits"),  # absent in entries written before the digest
+}
+
+
+def _info_problem(info: Any) -> str:
+    if not isinstance(info, dict):
+        return f"{INFO}: not a JSON object"
+    for key, (valid, form) in INFO_KEYS.items():
+        if not valid(info.get(key)):
+            return f"{INFO}: key '{key}' must be {form}, got {_short(info.get(key))}"
+    if info["shape"] != [info["rows"], 3, info["size"], info["size"]]:
+        return f"{INFO}: key 'shape' must be [rows, 3, size, size], got {_short(info['shape'])}"
+    return ""
+
+
+def _unreadable_problem(unreadable: Any, rows: int) -> str:
+    """unreadable.json: [row, reason] pairs, each row of the entry at most once."""
+    if not isinstance(unreadable, list):
+        return f"{UNREADABLE}: not a JSON list"
+    seen: set[int] = set()
+    for item in unreadable:
+        if not (isinstance(item, list) and len(item) == 2 and _count(item[0]) and item[0] < rows
+                and item[0] not in seen and isinstance(item[1], str)):
+            return f"{UNREADABLE}: {_short(item)} is not a [row, reason] pair naming one of its {rows} rows once"
+        seen.add(item[0])
+    return ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def entries(include_damaged: bool = False) -> list[Entry]:
+    """Every usable entry (with `include_damaged`, also those whose metadata is not what commit writes: their
+    `problem` says why), most recently used first."""
     base = root()
     if base is None or not base.is_dir():
         return []
-    found = [_read_entry(p) for p in base.iterdir() if KEY_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
-    return sorted((e for e in found if e is not None), key=lambda e: -e.last_used)
+    found = [_read_entry(p) for p in base.iterdir() if KEY_NAME.fullmatch(p.name) and path_kind(p) == "folder"]
+    return sorted((e for e in found if include_damaged or not e.problem), key=lambda e: -e.last_used)
 
 
 def remove(entry: Entry) -> None:
@@ -186,7 +276,7 @@ def make_room(needed: int) -> bool:
     cap = max_bytes()
     if needed > cap:
         return False
-    kept = entries()
+    kept = entries(include_damaged=True)  # a damaged entry's bytes count too, and it goes in its turn
     total = sum(e.bytes for e in kept)
     while kept and total + needed > cap:
         oldest = kept.pop()
@@ -210,13 +300,17 @@ def commit(staged: Path, key: str, info: dict[str, Any], unreadable: list[tuple[
     base = root()
     assert base is not None
     (staged / UNREADABLE).write_text(json.dumps(unreadable), encoding="utf-8")
-    (staged / INFO).write_text(json.dumps({**info, "created": time.time()}, indent=1), encoding="utf-8")
+    recorded = {**info, "sha256": _sha256(staged / IMAGES), "created": time.time()}
+    (staged / INFO).write_text(json.dumps(recorded, indent=1), encoding="utf-8")
     try:
         os.rename(staged, base / key)
+        ours = True
     except OSError:  # another process's entry, or a folder there that is not only emlc's: ours is dropped
         shutil.rmtree(staged, ignore_errors=True)
+        ours = False
     entry = _read_entry(base / key)
-    return entry if entry is not None and _array_intact(entry.images, tuple(info["shape"])) else None
+    usable = not entry.problem and not _pixels_problem(entry, tuple(info["shape"]), check_digest=not ours)
+    return entry if usable else None
 
 
 def remove_stale(folder: Path) -> list[Path]:
