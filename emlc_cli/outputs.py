@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 from emlc_cli.disk import writing
 from emlc_cli.errors import DataError, OutputError
 from emlc_cli.locks import acquire_lock, check_own_path, lock_holder, release_lock
+from emlc_cli.jsonfile import read_json_file
 from emlc_cli.run_folder import (LEGACY_RUN, MARKERS, NOT_A_RUN, SOURCE, STATE_FILE, config_file, lock_path, read_json,
                                  staging_path, weights_file)
 from emlc_cli.runlog import LOG_FILE
@@ -96,6 +97,9 @@ def check_not_inputs(target: Path, protect: Protected, what: str) -> None:
 
 
 def _check_existing(out: Path, overwrite: bool, option: str) -> None:
+    if out.is_symlink():
+        raise OutputError(f"{option} {out} is a symbolic link; emlc never writes through or replaces a link: remove "
+                          f"it yourself or choose another {option}")
     if not out.exists():
         return
     if not overwrite:
@@ -285,10 +289,7 @@ def load_model_files(run: Path, stem: str) -> tuple[dict[str, "torch.Tensor"], d
     for f in (weights, described):
         if not f.is_file():
             raise DataError(NOT_A_RUN, path=f)
-    try:
-        config = json.loads(described.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read JSON: {err}", path=described) from None
+    config = read_json_file(described, "cannot read JSON")
     try:
         state = load_file(str(weights))
     except (OSError, ValueError, SafetensorError) as err:

@@ -189,3 +189,22 @@ def test_the_untouched_state_still_resumes(interrupted):
     result = resume(interrupted, out)
     assert result.exit_code == 0, result.output
     assert (out / "corrected.csv").is_file() and not staging_path(out).exists()
+
+
+# --- --out and the saved model --------------------------------------------------------------------------------
+
+def test_a_dangling_link_at_out_is_refused_never_written_through(noisy_folder):
+    out = noisy_folder["tmp"] / "run"
+    target = noisy_folder["tmp"] / "elsewhere"
+    os.symlink(target, out)
+    assert_refused(dry_run(noisy_folder, out), str(out), "symbolic link")
+    assert os.readlink(out) == str(target) and not target.exists()
+
+
+def test_a_student_config_nested_deep_is_one_line(noisy_folder):
+    from tests.test_hostile_inputs import fake_student_run
+
+    run = fake_student_run(noisy_folder["tmp"] / "run", sorted(os.listdir(noisy_folder["root"])))
+    (run / "student.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(noisy_folder["root"]), "--device", "cpu"])
+    assert_refused(result, "student.json", "nested too deeply")
