@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emlc_cli import distributed
-from emlc_cli.data import store
-from emlc_cli.data.decode import decode_images
+from emlc_cli.runtime import distributed
+from emlc_cli.cache import store
+from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.errors import OutputError
-from emlc_cli.runtime import release_freed_heap
+from emlc_cli.runtime.device import release_freed_heap
 
 log = logging.getLogger(__name__)
 CACHE_FILE = store.IMAGES

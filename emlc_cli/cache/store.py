@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from emlc_cli.locks import process_alive
+from emlc_cli.run_folder.locks import process_alive
 
 log = logging.getLogger(__name__)
 DECODE_VERSION = "rgb-white-alpha-bilinear-draft-2"  # change whenever decode_images gives other pixels for the same file

@@ -17,12 +17,12 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.table import Column, Table
 from rich.text import Text
 
-from emlc_cli.reports import EpochReport, FoldReport, StepReport
-from emlc_cli.run_folder import TO_VERIFY
-from emlc_cli.runlog import transcript
+from emlc_cli.train.events import EpochReport, FoldReport, StepReport
+from emlc_cli.run_folder.layout import TO_VERIFY
+from emlc_cli.run_folder.log import transcript
 
 if TYPE_CHECKING:
-    from emlc_cli.verified import Prepared
+    from emlc_cli.prepare.verified import Prepared
 
 out = Console()
 err = Console(stderr=True)
@@ -119,7 +119,7 @@ class TrainingProgress:
             self.progress.stop()
 
     def __call__(self, event: Any) -> None:
-        from emlc_cli.verified import Prepared  # loaded already by the pipeline that sends the events
+        from emlc_cli.prepare.verified import Prepared  # loaded already by the pipeline that sends the events
 
         if isinstance(event, Prepared):
             self._prepared(event)

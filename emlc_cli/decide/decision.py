@@ -9,11 +9,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from emlc_cli import corrections, cross_fit, distributed, evidence
-from emlc_cli.data.loaders import TensorSet
-from emlc_cli.recipe import Recipe
-from emlc_cli.trainer import MetaTrainer
-from emlc_cli.verified import Prepared
+from emlc_cli.decide import rules as corrections, evidence
+from emlc_cli.train import cross_fit
+from emlc_cli.runtime import distributed
+from emlc_cli.cache.batches import TensorSet
+from emlc_cli.recipe.schema import Recipe
+from emlc_cli.train.trainer import MetaTrainer
+from emlc_cli.prepare.verified import Prepared
 
 Event = Callable[[Any], None]
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emlc_cli.corrections import posterior
+from emlc_cli.decide.rules import posterior
+from emlc_cli.metrics import Z, wilson
 
 MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)  # log-odds a new label must win by over the given one
 SHRINKS = (0.5, 0.0)  # the transition pulled halfway towards symmetric (the default), and EM's own
-Z = 1.96  # two-sided 95 % intervals
 Z_ONE_SIDED = 1.645  # a margin is used only when its gain is above zero with 95 % confidence
 Z_SMALL, SMALL_HOLDOUT = 2.326, 50  # 99 % below 50 images: there the spread itself is estimated from few, mostly-zero gains
 MODEL_OPTIMISM = 0.15  # the model-based given accuracy read up to 13.9 points above the truth (benchmarks/RESULTS.md)
@@ -77,16 +77,6 @@ def blend_transition(em: np.ndarray, counts: np.ndarray, strength: float = 10.0)
     """Each row's observed pairs with the EM estimate as a Dirichlet prior worth `strength` images."""
     blended = counts + strength * em
     return blended / blended.sum(1, keepdims=True)
-
-
-def wilson(successes: float, n: float) -> tuple[float, float]:
-    """95 % Wilson score interval for a proportion."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
-    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def given_accuracy(transition: np.ndarray, class_prior: np.ndarray) -> float:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:
-    from emlc_cli.recipe import CorrectConfig
+    from emlc_cli.recipe.schema import CorrectConfig
 
 
 @dataclass
@@ -111,7 +111,6 @@ def posterior_rule(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, con
 
 Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, "CorrectConfig"], Corrections]
 RULES: dict[str, Rule] = {"argmax": argmax_rule, "threshold": threshold_rule, "posterior": posterior_rule}
-RULE_NAMES = tuple(RULES)  # the choices of correct.rule
 
 
 def correct(probs: np.ndarray, retain: np.ndarray, given: np.ndarray, config: "CorrectConfig") -> Corrections:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from emlc_cli import __version__, run_folder
+from emlc_cli._version import __version__
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.errors import DataError, EmlcError
 
 LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")  # a Hub licence id: mit, apache-2.0, cc-by-4.0, other

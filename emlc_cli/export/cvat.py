@@ -11,7 +11,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from emlc_cli import run_folder
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.data.imagefolder import check_inside
 from emlc_cli.errors import DataError, OutputError
 

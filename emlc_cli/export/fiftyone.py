@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from emlc_cli import __version__, run_folder
+from emlc_cli._version import __version__
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.errors import DataError
 
 SAMPLES, METADATA = "samples.json", "metadata.json"

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from emlc_cli import __version__, run_folder
-from emlc_cli.card import CardInfo, ShardSizes, dataset_card
+from emlc_cli._version import __version__
+from emlc_cli.run_folder import layout as run_folder
+from emlc_cli.export.card import CardInfo, ShardSizes, dataset_card
 from emlc_cli.data.huggingface import open_dataset
 from emlc_cli.data.kinds import load_source, run_source
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.spec import spec_from_record
 from emlc_cli.errors import DataError, EmlcError, redact, register_secret
-from emlc_cli.outputs import RunDir, check_out_dir, run_inputs
+from emlc_cli.run_folder.writer import RunDir, check_out_dir, run_inputs
 
 log = logging.getLogger(__name__)
 MAX_SHARD_BYTES = 500 * 2**20

@@ -7,12 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
-from emlc_cli import run_folder
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.data.imagefolder import check_inside
 from emlc_cli.data.kinds import run_source
 from emlc_cli.errors import EmlcError, OutputError
-from emlc_cli.hub import Published
-from emlc_cli.outputs import RunDir, check_out_dir, run_inputs
+from emlc_cli.export.hub import Published
+from emlc_cli.run_folder.writer import RunDir, check_out_dir, run_inputs
 
 
 def export_imagefolder(run: Path, dest: Path, overwrite: bool = False, data: str | None = None) -> Published:
@@ -43,7 +43,7 @@ def export_label_studio(run: Path, dest: Path, overwrite: bool = False, url_pref
     DEST/label_config.xml (the labeling interface to paste into the project's settings)."""
     import json
 
-    from emlc_cli import labelstudio
+    from emlc_cli.export import label_studio as labelstudio
 
     _check_dest(run, dest, overwrite)
     written = labelstudio.tasks(run, url_prefix)
@@ -61,7 +61,7 @@ def export_fiftyone(run: Path, dest: Path, overwrite: bool = False) -> Published
     not needed to write it: `fo.Dataset.from_dir(DEST, dataset_type=fo.types.FiftyOneDataset)` loads it."""
     import json
 
-    from emlc_cli import fiftyone_format
+    from emlc_cli.export import fiftyone as fiftyone_format
 
     _check_dest(run, dest, overwrite)
     written = fiftyone_format.samples(run)
@@ -78,7 +78,7 @@ def export_cvat(run: Path, dest: Path, overwrite: bool = False) -> Published:
     """DEST/annotations.xml: emlc's labels as image tags in CVAT for images 1.1 (cvat)."""
     import io
 
-    from emlc_cli import cvat
+    from emlc_cli.export import cvat
 
     _check_dest(run, dest, overwrite)
     tree, images, changed = cvat.annotations(run, cvat.task_name(run))

@@ -13,7 +13,8 @@ from typing import Any, Optional
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
-from emlc_cli import __version__, run_folder
+from emlc_cli._version import __version__
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.errors import DataError
 
 FROM_NAME, TO_NAME = "label", "image"  # the control and object names of label_config()

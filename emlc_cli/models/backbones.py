@@ -26,13 +26,13 @@ class Backbone:
 
 
 def _small_cnn(width: int, in_features: int) -> Any:
-    from emlc_cli.nets import SmallCNN
+    from emlc_cli.models.nets import SmallCNN
 
     return SmallCNN(width)
 
 
 def _feature_mlp(width: int, in_features: int) -> Any:
-    from emlc_cli.nets import FeatureMLP
+    from emlc_cli.models.nets import FeatureMLP
 
     return FeatureMLP(in_features, width)
 

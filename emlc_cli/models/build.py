@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from emlc_cli.backbones import BACKBONES
+from emlc_cli.models.backbones import BACKBONES
 from emlc_cli.errors import RecipeError
 
 log = logging.getLogger(__name__)

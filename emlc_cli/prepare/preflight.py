@@ -10,10 +10,10 @@ from typing import Optional, Union
 
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import RecipeError
-from emlc_cli.outputs import check_out_dir
-from emlc_cli.recipe import Recipe, load_recipe
-from emlc_cli.runtime import is_main_process, parse_device
-from emlc_cli.verified import Prepared, prepare
+from emlc_cli.run_folder.writer import check_out_dir
+from emlc_cli.recipe.schema import Recipe, load_recipe
+from emlc_cli.runtime.device import is_main_process, parse_device
+from emlc_cli.prepare.verified import Prepared, prepare
 
 
 @dataclass
@@ -67,7 +67,7 @@ def elastic_restart(out: Path) -> bool:
     `--resume` would, instead of refusing the staging folder the failed attempt left."""
     import os
 
-    from emlc_cli.run_folder import STATE_FILE, staging_path
+    from emlc_cli.run_folder.layout import STATE_FILE, staging_path
 
     restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return restarts.isdigit() and int(restarts) > 0 and (staging_path(out) / STATE_FILE).is_file()

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from emlc_cli.backbones import BACKBONES, check_model_input
+from emlc_cli.models.backbones import BACKBONES, check_model_input
 from emlc_cli.data.imagefolder import check_inside
 from emlc_cli.data.kinds import load_source
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import read_verified_csv, resolve_clean_rows
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError
-from emlc_cli.evidence import wilson
-from emlc_cli.recipe import Recipe
-from emlc_cli.run_folder import manifest_key
+from emlc_cli.metrics import wilson
+from emlc_cli.recipe.schema import Recipe
+from emlc_cli.run_folder.layout import manifest_key
 
 
 @dataclass
@@ -101,7 +101,7 @@ def _validate_backbone(recipe: Recipe) -> None:
     model = recipe.model
     if model.backbone in BACKBONES and model.weights in ("none", ""):
         return
-    from emlc_cli.models import validate_backbone
+    from emlc_cli.models.build import validate_backbone
 
     validate_backbone(model.backbone, model.weights)
 
@@ -173,7 +173,7 @@ def read_manifest(path: Path, key: str) -> tuple[list[tuple[str, str, int]], set
     its rows and the row numbers of those emlc picked. Every Label Studio decision counts as picked: the tasks
     come in emlc's order, to-verify first."""
     if path.suffix.lower() == ".json":
-        from emlc_cli import labelstudio
+        from emlc_cli.export import label_studio as labelstudio
 
         rows = labelstudio.read_decisions(path)
         return rows, {number for _, _, number in rows}

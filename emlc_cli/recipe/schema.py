@@ -15,14 +15,15 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from emlc_cli.backbones import backbone
-from emlc_cli.corrections import RULE_NAMES
+from emlc_cli.models.backbones import backbone
 from emlc_cli.errors import RecipeError
-from emlc_cli.recipe_yaml import MAX_RECIPE_BYTES  # noqa: F401 - part of this module's interface
-from emlc_cli.recipe_yaml import RecipeLoader as _RecipeLoader
-from emlc_cli.recipe_yaml import Refused as _Refused
-from emlc_cli.recipe_yaml import read_yaml as _read_yaml
-from emlc_cli.recipe_yaml import short as _short
+from emlc_cli.recipe.safe_yaml import MAX_RECIPE_BYTES  # noqa: F401 - part of this module's interface
+from emlc_cli.recipe.safe_yaml import RecipeLoader as _RecipeLoader
+from emlc_cli.recipe.safe_yaml import Refused as _Refused
+from emlc_cli.recipe.safe_yaml import read_yaml as _read_yaml
+from emlc_cli.recipe.safe_yaml import short as _short
+
+RULE_NAMES = ("argmax", "threshold", "posterior")  # correct.rule's choices: decide/rules.RULES has one rule each
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CorrectConfig:
-    rule: Literal[RULE_NAMES] = "posterior"  # the names of corrections.RULES
+    rule: Literal[RULE_NAMES] = "posterior"  # the names of decide.rules.RULES
     threshold: float = 0.5
     source: Literal["student", "teacher", "ensemble"] = "student"
     cross_fit: int = 0  # folds of out-of-sample predictions for the decision (cross_fit.py); 0: off

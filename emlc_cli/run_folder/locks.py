@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from emlc_cli.errors import OutputError
-from emlc_cli.run_folder import lock_path
+from emlc_cli.run_folder.layout import lock_path
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
-from emlc_cli.disk import writing
+from emlc_cli.run_folder.disk import writing
 from emlc_cli.errors import DataError, OutputError
-from emlc_cli.locks import acquire_lock, lock_holder, release_lock
-from emlc_cli.run_folder import (LEGACY_RUN, MARKERS, NOT_A_RUN, SOURCE, STATE_FILE, config_file, lock_path, read_json,
-                                 staging_path, weights_file)
-from emlc_cli.runlog import LOG_FILE
+from emlc_cli.run_folder.locks import acquire_lock, lock_holder, release_lock
+from emlc_cli.run_folder.layout import LEGACY_RUN, MARKERS, NOT_A_RUN, SOURCE, STATE_FILE, config_file, lock_path, read_json, staging_path, weights_file
+from emlc_cli.run_folder.log import LOG_FILE
 
 if TYPE_CHECKING:
     import torch

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from emlc_cli.errors import EmlcError, UsageError
-from emlc_cli.runtime import LAUNCH_ENV, is_main_process, launched  # noqa: F401 - torch-free; re-exported here
+from emlc_cli.runtime.device import LAUNCH_ENV, is_main_process, launched  # noqa: F401 - torch-free; re-exported here
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,17 +10,18 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from emlc_cli import metrics, run_folder
-from emlc_cli.backbones import check_model_input
-from emlc_cli.data.decode import decode_images
+from emlc_cli import metrics
+from emlc_cli.run_folder import layout as run_folder
+from emlc_cli.models.backbones import check_model_input
+from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.kinds import load_source
-from emlc_cli.data.loaders import BatchMaker, ordered_batches
+from emlc_cli.cache.batches import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.errors import DataError
-from emlc_cli.features import FrozenFeatures
-from emlc_cli.models import build_backbone, build_classifier
-from emlc_cli.outputs import load_model_files
-from emlc_cli.runtime import resolve_device
+from emlc_cli.train.frozen import FrozenFeatures
+from emlc_cli.models.build import build_backbone, build_classifier
+from emlc_cli.run_folder.writer import load_model_files
+from emlc_cli.runtime.device import resolve_device
 
 
 def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:

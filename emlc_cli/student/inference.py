@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from emlc_cli.backbones import check_model_input
-from emlc_cli.data.decode import decode_images
+from emlc_cli.models.backbones import check_model_input
+from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.imagefolder import load_unlabelled_folder
 from emlc_cli.data.kinds import detect_kind, load_source
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.spec import SourceSpec
-from emlc_cli.disk import write_atomic
+from emlc_cli.run_folder.disk import write_atomic
 from emlc_cli.errors import DataError
-from emlc_cli.evaluation import load_student, predict_probs
-from emlc_cli.runtime import resolve_device
+from emlc_cli.student.evaluation import load_student, predict_probs
+from emlc_cli.runtime.device import resolve_device
 
 
 def predict_run(run: Path, spec: SourceSpec, device: str = "auto") -> tuple[list[str], list[str], np.ndarray]:

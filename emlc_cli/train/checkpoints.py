@@ -16,12 +16,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from emlc_cli import cross_fit
+from emlc_cli.train import cross_fit
 from emlc_cli.errors import Interrupted
-from emlc_cli.outputs import NoOutputs, RunDir
-from emlc_cli.recipe import Recipe
-from emlc_cli.reports import EpochReport, StepReport
-from emlc_cli.trainer import MetaTrainer
+from emlc_cli.run_folder.writer import NoOutputs, RunDir
+from emlc_cli.recipe.schema import Recipe
+from emlc_cli.train.events import EpochReport, StepReport
+from emlc_cli.train.trainer import MetaTrainer
 
 log = logging.getLogger(__name__)
 Event = Any

@@ -21,9 +21,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from emlc_cli import distributed
-from emlc_cli.data.loaders import TensorSet
-from emlc_cli.reports import FoldReport
+from emlc_cli.runtime import distributed
+from emlc_cli.cache.batches import TensorSet
+from emlc_cli.train.events import FoldReport
 
 
 def folds_for(requested: int, rows: int) -> int:

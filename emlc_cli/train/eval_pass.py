@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emlc_cli.data.loaders import BatchMaker, TensorSet, ordered_batches
-from emlc_cli.runtime import release_freed_heap
+from emlc_cli.cache.batches import BatchMaker, TensorSet, ordered_batches
+from emlc_cli.runtime.device import release_freed_heap
 
 TRIM_EVERY = 32  # batches between heap trims: 1M images grew the heap 0.2 GB with them, 5 GB without
 

@@ -12,11 +12,11 @@ import time
 import torch
 from torch import Tensor, nn
 
-from emlc_cli import distributed
-from emlc_cli.backbones import FEATURE_HEAD
-from emlc_cli.data.loaders import BatchMaker, ordered_batches
-from emlc_cli.models import build_backbone
-from emlc_cli.recipe import Recipe
+from emlc_cli.runtime import distributed
+from emlc_cli.models.backbones import FEATURE_HEAD
+from emlc_cli.cache.batches import BatchMaker, ordered_batches
+from emlc_cli.models.build import build_backbone
+from emlc_cli.recipe.schema import Recipe
 
 log = logging.getLogger(__name__)
 

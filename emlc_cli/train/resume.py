@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from emlc_cli.errors import OutputError
-from emlc_cli.recipe import Recipe
+from emlc_cli.recipe.schema import Recipe
 
 STATE_KEYS = {"trainer": dict, "recipe": dict, "seed": int, "inputs": dict}
 START_AFRESH = "run the command as it was, or drop --resume and pass --overwrite to start afresh"

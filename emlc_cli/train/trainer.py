@@ -14,14 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emlc_cli import distributed, meta, prediction, tangents
-from emlc_cli.backbones import backbone
-from emlc_cli.data.loaders import BatchMaker, ShuffledSampler, TensorSet
+from emlc_cli.runtime import distributed
+from emlc_cli.train import meta, eval_pass as prediction, tangents
+from emlc_cli.models.backbones import backbone
+from emlc_cli.cache.batches import BatchMaker, ShuffledSampler, TensorSet
 from emlc_cli.errors import OutputError, RecipeError, TrainingError
-from emlc_cli.models import batch_stats_only, build_classifier, build_teacher
-from emlc_cli.recipe import Recipe
-from emlc_cli.reports import EpochReport, StepReport
-from emlc_cli.timing import Stopwatch
+from emlc_cli.models.build import batch_stats_only, build_classifier, build_teacher
+from emlc_cli.recipe.schema import Recipe
+from emlc_cli.train.events import EpochReport, StepReport
+from emlc_cli.runtime.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 # torch.func's first forward-mode call goes through a deprecated torch.jit.script internally; not ours to fix
