@@ -2,7 +2,7 @@
 
 Prose is printed soft-wrapped (never hard-wrapped at 80 columns when piped), and without rich markup in what it
 prints, so a path or message with brackets shows as written. What a run's console shows is also sent to the
-transcript logger, which the run's log file (runlog.py) records."""
+transcript logger, which the run's log file (run_folder/log.py) records."""
 from __future__ import annotations
 
 import json

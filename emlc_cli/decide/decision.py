@@ -1,6 +1,6 @@
 """The decision stage: from the trained models to corrected labels. Every rank scores its share of the noisy
 pool (with `correct.cross_fit`, trains its part of the fold models first: cross_fit.py); rank 0 calibrates,
-applies the guarded rule (evidence.py, corrections.py) and picks what to verify next."""
+applies the guarded rule (evidence.py, rules.py) and picks what to verify next."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

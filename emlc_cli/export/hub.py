@@ -1,5 +1,5 @@
 """Publishing a run: the cleaned dataset in Hub layout (parquet shards + a README.md dataset card), written to a
-local folder or pushed to the Hugging Face Hub in one commit (export.py writes a corrected image folder).
+local folder or pushed to the Hugging Face Hub in one commit (image_folder.py writes a corrected image folder).
 
 The source is reopened read-only from the run's source.json. A token is only ever held in memory: it is
 never logged, printed, or written to any file, and is redacted from error messages.

@@ -2,7 +2,7 @@
 truth manifests use for a run's rows.
 
 Torch-free, so that `emlc review`, `emlc evaluate --truth`, `push` and `export` read a run without loading a
-network. outputs.py writes what is named here."""
+network. writer.py writes what is named here."""
 from __future__ import annotations
 
 import csv
