@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from emlc_cli import metrics
-from emlc_cli.data.decode import decode_images
+from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.imagefolder import load_image_folder
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.data.loaders import BatchMaker, ordered_batches
+from emlc_cli.cache.batches import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
-from emlc_cli.models import build_classifier
-from emlc_cli.recipe import load_recipe
+from emlc_cli.models.build import build_classifier
+from emlc_cli.recipe.schema import load_recipe
 
 
 def train_ce(recipe, images, labels, num_classes, seed):

@@ -33,7 +33,7 @@ def make(folder: Path, rows: int, classes: int, noise: float = 0.2, block: int =
 
 
 def measure(folder: Path) -> None:
-    from emlc_cli import corrections, evidence
+    from emlc_cli.decide import rules as corrections, evidence
 
     probs = np.load(folder / "probs.npy", mmap_mode="r")
     given, true = np.load(folder / "given.npy"), np.load(folder / "true.npy")

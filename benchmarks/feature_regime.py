@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 import cifar_benchmark as cb
-from emlc_cli.data.decode import decode_images
+from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import read_path_label_csv
-from emlc_cli.recipe import load_recipe
+from emlc_cli.recipe.schema import load_recipe
 
 # The Lite (edge) models were trained on inception-style inputs, (x - 127) / 128 in 0-255 units, not ImageNet's
 # per-channel mean and std: with those, a linear probe on 2,000 CIFAR images read 69.6 % against 72.6 %.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emlc_cli import noise
+from emlc_cli.data import noise
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.data.imagefolder import load_image_folder
 

@@ -25,11 +25,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from emlc_cli import meta
-from emlc_cli.data.loaders import TensorSet
-from emlc_cli.models import batch_stats_only
-from emlc_cli.recipe import load_recipe
-from emlc_cli.trainer import MetaTrainer
+from emlc_cli.train import meta
+from emlc_cli.cache.batches import TensorSet
+from emlc_cli.models.build import batch_stats_only
+from emlc_cli.recipe.schema import load_recipe
+from emlc_cli.train.trainer import MetaTrainer
 
 
 def make_trainer(backbone: str, k: int, width: int, size: int, mix_clean: bool, device: torch.device) -> MetaTrainer:

@@ -33,7 +33,7 @@ PHASES = ("validation", "decode", "training", "corrections", "outputs")
 
 def write_task(folder: Path, task: Path, rate: float, verified: int) -> float:
     """labels.csv and clean.csv for `folder` (class = folder name = truth); the given labels' accuracy."""
-    from emlc_cli import noise
+    from emlc_cli.data import noise
     from emlc_cli.data.imagefolder import load_image_folder
 
     ds = load_image_folder(folder)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cifar_benchmark as cb  # noqa: E402
 import make_task  # noqa: E402
 
-from emlc_cli.recipe import load_recipe  # noqa: E402
+from emlc_cli.recipe.schema import load_recipe  # noqa: E402
 
 
 @dataclass(frozen=True)

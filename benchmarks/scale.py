@@ -66,8 +66,8 @@ def phase(data: Path, near: Path, side: int) -> None:
     """One run's data phases, in this process (each process of a torchrun launch): print them as JSON."""
     import torch
 
-    from emlc_cli import distributed
-    from emlc_cli.data.cache import image_cache, placement
+    from emlc_cli.runtime import distributed
+    from emlc_cli.cache.images import image_cache, placement
     from emlc_cli.data.imagefolder import load_image_folder
 
     world = distributed.init(torch.device("cpu"))

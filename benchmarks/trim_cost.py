@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from emlc_cli import prediction
-from emlc_cli.data.loaders import BatchMaker, TensorSet
-from emlc_cli.models import build_classifier, build_teacher
-from emlc_cli.recipe import load_recipe
+from emlc_cli.train import eval_pass as prediction
+from emlc_cli.cache.batches import BatchMaker, TensorSet
+from emlc_cli.models.build import build_classifier, build_teacher
+from emlc_cli.recipe.schema import load_recipe
 
 
 def timed_pass(student, teacher, batches: BatchMaker, data: TensorSet, trim_every: int) -> float:

@@ -5,7 +5,7 @@ DataFrame, or arrays of images or feature vectors with their labels; a verified 
 In-memory inputs are written once to a temporary folder in a form emlc reads (a save_to_disk dataset, or a
 .npy file with its labels) and removed afterwards, so a run folder made from them records a location that no
 longer exists: `review`, `export` and `push` then need the data saved somewhere (`Dataset.save_to_disk`).
-Library code never prints; progress goes to the `progress` callback (the events of `emlc_cli.reports`)."""
+Library code never prints; progress goes to the `progress` callback (the events of `emlc_cli.train.events`)."""
 from __future__ import annotations
 
 import csv
@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from emlc_cli import run_folder
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.api_checks import (DATA, FEATURES, LABELS, VERIFIED, bars_kept, checked_features, checked_labels,
                                  checked_verified_frame, no_progress_bars, user_names)
 from emlc_cli.data.spec import SourceSpec
@@ -86,7 +86,7 @@ def clean(data: DataLike, verified: VerifiedLike, *, recipe: Any = "quick", over
     YAML path or a Recipe; `overrides` as on the command line (`"train.epochs=3"`). `columns`: `image_column`,
     `label_column`, `id_column`, `feature_column`, `split`, `config`, `revision` as the CLI options. Without `out`
     the run folder is temporary and `Run.path` is None. Inputs are validated as `emlc clean` validates them."""
-    from emlc_cli import preflight
+    from emlc_cli.prepare import preflight
 
     with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch, user_names(Path(scratch)), bars_kept():
         spec = source_spec(data, Path(scratch), labels, **columns)
@@ -104,7 +104,8 @@ def run_checked(checked: Any, device: str = "auto", progress: Optional[Callable[
     """Train on inputs `preflight.check_clean` validated, as `clean` and `emlc clean` both do (the CLI validates
     before torch is imported). The Run on the main process; None on the other ranks of a torchrun launch, which
     share the work while rank 0 alone writes the run folder."""
-    from emlc_cli import distributed, pipeline
+    from emlc_cli.runtime import distributed
+    from emlc_cli import pipeline
 
     result = pipeline.clean(checked.spec, checked.manifests, checked.out, checked.recipe, device, checked.seed,
                             checked.overwrite, on_event=progress, resume=checked.resume, strict=strict,
@@ -116,7 +117,7 @@ def evaluate(run: Union[str, Path], *, data: DataLike = None, truth: Union[str, 
              device: str = "auto", labels: Any = None, **columns: Any) -> dict[str, Any]:
     """Score a run: its student on labelled `data` (any form `clean` takes), or its corrected labels against a
     `truth` manifest (path,label or id,label). Exactly one of the two."""
-    from emlc_cli import evaluation
+    from emlc_cli.student import evaluation
     from emlc_cli.data.kinds import spec_like_run
 
     if (data is None) == (truth is None):
@@ -132,7 +133,7 @@ def evaluate(run: Union[str, Path], *, data: DataLike = None, truth: Union[str, 
 def predict(run: Union[str, Path], data: DataLike, *, device: str = "auto", labels: Any = None, **columns: Any) -> "Predictions":
     """The run's student on new data: labels and class probabilities, with the run's preprocessing. `data`: any
     form `clean` takes (labels, if any, are ignored), or a folder of images without class folders."""
-    from emlc_cli import inference
+    from emlc_cli.student import inference
 
     with tempfile.TemporaryDirectory(prefix="emlc-api-") as scratch, user_names(Path(scratch)), bars_kept():
         spec = source_spec(data, Path(scratch), labels, allow_unlabelled=True, **columns)

@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emlc_cli import evaluation, pipeline
+from emlc_cli.student import evaluation
+from emlc_cli import pipeline
 from emlc_cli.data.demo import DEMO_OVERRIDES, DEMO_RECIPE, extract_demo
-from emlc_cli.recipe import load_recipe
+from emlc_cli.recipe.schema import load_recipe
 
 
 def run_demo(workdir: Path, device: str = "auto", seed: int = 0, overrides: list[str] | None = None,

@@ -1,7 +1,11 @@
-"""Accuracy, per-class precision/recall, detection scores and change matrices. Pure numpy."""
+"""Accuracy, per-class precision/recall, detection scores, change matrices and the Wilson interval. Pure numpy."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+Z = 1.96  # two-sided 95 % intervals
 
 
 def accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -31,3 +35,13 @@ def detection(flagged: np.ndarray, actually_noisy: np.ndarray) -> dict[str, floa
     recall = tp / int(actually_noisy.sum()) if actually_noisy.any() else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def wilson(successes: float, n: float) -> tuple[float, float]:
+    """95 % Wilson score interval for a proportion."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -13,21 +13,26 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog, saved_state
-from emlc_cli import resume as resume_checks
-from emlc_cli.checkpoints import Checkpoint, saved_folds, train
-from emlc_cli.data.cache import image_cache
+from emlc_cli._version import __version__
+from emlc_cli.decide import decision
+from emlc_cli.runtime import distributed
+from emlc_cli.train import frozen as features, saved_state
+from emlc_cli import metrics
+from emlc_cli.run_folder import layout as run_folder, log as runlog
+from emlc_cli.train import resume as resume_checks
+from emlc_cli.train.checkpoints import Checkpoint, saved_folds, train
+from emlc_cli.cache.images import image_cache
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.data.loaders import MEAN, STD, TensorSet
+from emlc_cli.cache.batches import MEAN, STD, TensorSet
 from emlc_cli.data.spec import SourceSpec, as_spec
 from emlc_cli.errors import DataError, OutputError
-from emlc_cli.outputs import NoOutputs, RunDir, check_out_dir, load_training_state
-from emlc_cli.recipe import Recipe, dump_recipe
-from emlc_cli.runtime import resolve_device, seed_everything
-from emlc_cli.same_inputs import check_same_on_every_rank
-from emlc_cli.timing import Stopwatch
-from emlc_cli.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
-from emlc_cli.trainer import MetaTrainer
+from emlc_cli.run_folder.writer import NoOutputs, RunDir, check_out_dir, load_training_state
+from emlc_cli.recipe.schema import Recipe, dump_recipe
+from emlc_cli.runtime.device import resolve_device, seed_everything
+from emlc_cli.prepare.same_inputs import check_same_on_every_rank
+from emlc_cli.runtime.timing import Stopwatch
+from emlc_cli.prepare.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
+from emlc_cli.train.trainer import MetaTrainer
 
 log = logging.getLogger(__name__)
 Event = Callable[[Any], None]

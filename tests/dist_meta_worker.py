@@ -9,11 +9,11 @@ import sys
 
 import torch
 
-from emlc_cli import distributed
-from emlc_cli.data.loaders import TensorSet
-from emlc_cli.recipe import load_recipe
-from emlc_cli.runtime import seed_everything
-from emlc_cli.trainer import MetaTrainer
+from emlc_cli.runtime import distributed
+from emlc_cli.cache.batches import TensorSet
+from emlc_cli.recipe.schema import load_recipe
+from emlc_cli.runtime.device import seed_everything
+from emlc_cli.train.trainer import MetaTrainer
 
 K, NOISY, CLEAN, DIM, CLASSES = 2, 8, 8, 6, 3
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from emlc_cli import distributed
+from emlc_cli.runtime import distributed
 
 
 def main(folder: Path) -> int:

@@ -130,7 +130,7 @@ def test_the_api_validates_inputs_as_the_cli_does_before_training(noisy_folder):
     """clean() goes through the CLI's preflight: an `out` that is an input, or a folder emlc did not write, is
     refused before anything is trained or written; a Recipe object with overrides is ambiguous."""
     from emlc_cli.errors import EmlcError, RecipeError
-    from emlc_cli.recipe import load_recipe
+    from emlc_cli.recipe.schema import load_recipe
 
     clean_before = noisy_folder["clean"].read_bytes()
     with pytest.raises(EmlcError, match="clean.csv"):

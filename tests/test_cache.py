@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY
 from emlc_cli.cli.app import app
-from emlc_cli.data.cache import placement
+from emlc_cli.cache.images import placement
 
 runner = CliRunner()
 
@@ -21,7 +21,7 @@ def test_placement_on_cpu():
 
 def test_auto_placement_counts_every_process_on_the_machine(monkeypatch):
     """8 local ranks each reading a cache of a fifth of RAM would hold 1.6 times the machine's memory."""
-    from emlc_cli.data import cache
+    from emlc_cli.cache import images as cache
 
     monkeypatch.setattr(cache, "_ram_bytes", lambda: 24 << 30)
     cpu, fifth = torch.device("cpu"), int(0.2 * (24 << 30))

@@ -68,7 +68,7 @@ def probs_go_to_cleanlab(run: Path, truth_csv: Path) -> None:
     """probs.npy is aligned with corrected.csv and is what cleanlab's pred_probs expects."""
     from cleanlab.filter import find_label_issues
 
-    from emlc_cli.run_folder import read_corrected, read_probs
+    from emlc_cli.run_folder.layout import read_corrected, read_probs
 
     rows, probs = read_corrected(run), read_probs(run)
     classes = json.loads((run / "student.json").read_text())["classes"]
@@ -93,9 +93,9 @@ def test_checkpoint_loads_weights_only_and_reproduces_holdout(noisy_folder):
     reported = [e["student_holdout_acc"] for e in summary["epochs"] if e["best"]][-1]
     holdout = summary["holdout_paths"]
     assert holdout
-    from emlc_cli.data.decode import decode_images
+    from emlc_cli.cache.decode import decode_images
     from emlc_cli.data.labeled import LabeledImages
-    from emlc_cli.evaluation import load_student, predict_images
+    from emlc_cli.student.evaluation import load_student, predict_images
 
     model, _ = load_student(out, torch.device("cpu"))
     subset = LabeledImages(noisy_folder["root"], holdout, np.zeros(len(holdout), dtype=np.int64), config["classes"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emlc_cli import corrections
-from emlc_cli.recipe import CorrectConfig
+from emlc_cli.decide import rules as corrections
+from emlc_cli.recipe.schema import CorrectConfig
 
 
 def synthetic(noise: float, n: int = 4000, classes: int = 5, signal: float = 2.0, seed: int = 0):

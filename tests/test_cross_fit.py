@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from emlc_cli.cross_fit import cross_fitted, fold_of, folds_for
-from emlc_cli.data.loaders import TensorSet
-from emlc_cli.recipe import RecipeError, load_recipe
-from emlc_cli.reports import FoldReport
+from emlc_cli.train.cross_fit import cross_fitted, fold_of, folds_for
+from emlc_cli.cache.batches import TensorSet
+from emlc_cli.recipe.schema import RecipeError, load_recipe
+from emlc_cli.train.events import FoldReport
 
 
 def test_folds_are_balanced_and_follow_the_seed():

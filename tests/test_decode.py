@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emlc_cli.data import decode
+from emlc_cli.cache import decode
 from emlc_cli.data.imagefolder import load_image_folder
 
 
@@ -113,7 +113,7 @@ def test_crop_keeps_the_aspect_ratio_where_stretch_squashes(tmp_path):
 
 
 def test_the_resize_is_part_of_the_store_key_and_stretch_keeps_old_keys(tmp_path):
-    from emlc_cli.data import store
+    from emlc_cli.cache import store
 
     data = _wide_image(tmp_path / "bands")
     assert store.key_for(data, 16) == store.key_for(data, 16, "stretch") != store.key_for(data, 16, "crop")

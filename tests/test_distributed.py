@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from emlc_cli.distributed import command_args, shard
+from emlc_cli.runtime.distributed import command_args, shard
 from emlc_cli.errors import UsageError
 
 WORKER = Path(__file__).with_name("dist_meta_worker.py")
@@ -122,7 +122,7 @@ def test_shards_cover_every_row_once(total, size):
 
 
 def test_nproc_beyond_the_gpus_is_refused(monkeypatch):
-    from emlc_cli.runtime import check_nproc
+    from emlc_cli.runtime.device import check_nproc
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from emlc_cli import corrections, evidence
+from emlc_cli.decide import rules as corrections, evidence
 
 
 def task(noise: float, signal: float, n: int = 3000, holdout: int = 300, classes: int = 5, seed: int = 0):
@@ -85,7 +85,7 @@ def test_too_few_holdout_images_change_nothing():
 
 
 def test_small_verified_sets_hold_out_enough_to_check_corrections():
-    from emlc_cli.verified import _holdout
+    from emlc_cli.prepare.verified import _holdout
 
     small = {i: i % 10 for i in range(100)}
     large = {i: i % 10 for i in range(1000)}

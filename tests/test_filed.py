@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from emlc_cli import decision
-from emlc_cli.recipe import load_recipe
-from emlc_cli.verified import filed_manifests, prepare
+from emlc_cli.decide import decision
+from emlc_cli.recipe.schema import load_recipe
+from emlc_cli.prepare.verified import filed_manifests, prepare
 from tests.conftest import write_csv
 
 

@@ -181,7 +181,7 @@ def test_bad_inputs_answer_before_torch_is_imported(small):
 
 
 def test_validation_modules_need_no_torch():
-    code = ("import sys; import emlc_cli.preflight, emlc_cli.runtime, emlc_cli.runlog, emlc_cli.card, emlc_cli.verified, "
+    code = ("import sys; import emlc_cli.prepare.preflight, emlc_cli.runtime.device, emlc_cli.run_folder.log, emlc_cli.export.card, emlc_cli.prepare.verified, "
             "emlc_cli.cli.clean; assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -195,8 +195,8 @@ def test_progress_shows_whole_times_and_a_whole_run_bar(width):
     from rich.console import Console
     from rich.progress import Progress
 
-    from emlc_cli import console
-    from emlc_cli.reports import StepReport
+    from emlc_cli.cli import console
+    from emlc_cli.train.events import StepReport
 
     screen = Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
     shown = console.TrainingProgress(finetune_epochs=2, console=screen)

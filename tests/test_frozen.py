@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from conftest import CLASSES, COLOURS, TINY, make_image
 from emlc_cli.cli.app import app
-from emlc_cli.evaluation import evaluate_student, evaluate_truth
-from emlc_cli.nets import SmallCNN
+from emlc_cli.student.evaluation import evaluate_student, evaluate_truth
+from emlc_cli.models.nets import SmallCNN
 
 runner = CliRunner()
 

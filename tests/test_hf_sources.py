@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from emlc_cli.cli.app import app
 from emlc_cli.data import huggingface
-from emlc_cli.data.decode import decode_images
+from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.imagefolder import load_image_folder
 from emlc_cli.data.kinds import load_source, open_run_images
 from emlc_cli.data.spec import SourceSpec

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from emlc_cli.errors import UsageError
-from emlc_cli.runtime import DEFAULT_TIMEOUT_S, LAUNCH_ENV, TIMEOUT_ENV, launch_env
+from emlc_cli.runtime.device import DEFAULT_TIMEOUT_S, LAUNCH_ENV, TIMEOUT_ENV, launch_env
 
 GOOD = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 
@@ -99,6 +99,6 @@ def test_a_lone_rank_says_what_it_waits_for_and_gives_up_after_the_timeout(noisy
     ((["a.png"], [0], [10]), "DATA holds 1 images there and 2 on rank 0"),
 ])
 def test_a_node_with_other_inputs_is_told_which_row_differs(other, named):
-    from emlc_cli.same_inputs import _first_row
+    from emlc_cli.prepare.same_inputs import _first_row
 
     assert _first_row((["a.png", "b.png"], [0, 1], [10, 20]), other) == named

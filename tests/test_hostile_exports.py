@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from emlc_cli import run_folder
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.cli.app import app
 from tests.test_hostile_inputs import assert_refused, in_thread, needs_fifo
 from tests.test_review import fake_run, make_folder

@@ -24,16 +24,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from emlc_cli.cli.app import app
-from emlc_cli.data import cache as cache_mod
+from emlc_cli.cache import images as cache_mod
 from emlc_cli.data.columns import encode_labels
-from emlc_cli.data.decode import decode_images
+from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.imagefolder import load_image_folder
 from emlc_cli.data.kinds import load_source
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError, RecipeError
-from emlc_cli.recipe import load_recipe
+from emlc_cli.recipe.schema import load_recipe
 from tests.conftest import TINY, write_csv
 
 runner = CliRunner()
@@ -163,7 +163,7 @@ def fake_student_run(run: Path, classes: list[str], size: int = 16) -> Path:
 
     from safetensors.torch import save_file
 
-    from emlc_cli.models import build_classifier
+    from emlc_cli.models.build import build_classifier
 
     run.mkdir()
     model = build_classifier("small_cnn", len(classes), 8, True)
@@ -394,7 +394,7 @@ def test_weights_that_do_not_fit_are_one_line(noisy_folder):
     weights = noisy_folder["tmp"] / "other.pt"
     torch.save({"body.0.weight": torch.zeros(2, 2)}, weights)
     assert clean(noisy_folder, f"model.weights={weights}").exit_code == 0  # tensors only: accepted when read
-    from emlc_cli.models import build_backbone
+    from emlc_cli.models.build import build_backbone
 
     with pytest.raises(RecipeError, match=r"other.pt: does not fit the network"):
         build_backbone("small_cnn", 8, True, str(weights))

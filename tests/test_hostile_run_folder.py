@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from emlc_cli.cli.app import app
 from emlc_cli.errors import OutputError
-from emlc_cli.locks import acquire_lock, release_lock
-from emlc_cli.run_folder import STATE_FILE, lock_path, staging_path
+from emlc_cli.run_folder.locks import acquire_lock, release_lock
+from emlc_cli.run_folder.layout import STATE_FILE, lock_path, staging_path
 from tests.conftest import build_noisy_folder
 from tests.test_hostile_inputs import assert_refused, in_thread, needs_fifo, tree_hash
 from tests.test_resume import clean_cmd, interrupt

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from emlc_cli.cli.app import app
-from emlc_cli.data import store
+from emlc_cli.cache import store
 from emlc_cli.errors import UsageError
 from tests.conftest import tiny
 from tests.test_hostile_inputs import assert_refused, in_thread, needs_fifo
@@ -157,7 +157,7 @@ def test_an_entry_from_before_the_digest_is_still_used(noisy_folder, monkeypatch
     assert len(info.pop("sha256")) == 64
     (entry.path / store.INFO).write_text(json.dumps(info))
     decoded = []
-    monkeypatch.setattr("emlc_cli.data.cache.decode_images", lambda *a, **k: decoded.append(1))
+    monkeypatch.setattr("emlc_cli.cache.images.decode_images", lambda *a, **k: decoded.append(1))
     images, _ = cached(noisy_folder)
     assert images.any() and decoded == []
 

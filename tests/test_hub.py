@@ -125,7 +125,7 @@ def _three_shards(monkeypatch, run: Path, tmp_path: Path) -> Path:
     """Shards small enough that the run's dataset takes three, and temporary files under a folder the test sees."""
     import tempfile
 
-    from emlc_cli import hub as hub_module
+    from emlc_cli.export import hub as hub_module
 
     estimate = hub_module.cleaned_dataset(run)[0]._estimate_nbytes()
     monkeypatch.setattr(hub_module, "MAX_SHARD_BYTES", estimate / 2.5)

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emlc_cli import meta
-from emlc_cli.models import batch_stats_only
+from emlc_cli.train import meta
+from emlc_cli.models.build import batch_stats_only
 
 
 def tiny_model(with_norm: bool) -> nn.Module:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emlc_cli import console, decision
+from emlc_cli.cli import console
+from emlc_cli.decide import decision
 from emlc_cli.errors import DataError
-from emlc_cli.recipe import load_recipe
-from emlc_cli.verified import prepare
+from emlc_cli.recipe.schema import load_recipe
+from emlc_cli.prepare.verified import prepare
 from tests.conftest import write_csv
 
 

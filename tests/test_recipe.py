@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from emlc_cli.errors import RecipeError
-from emlc_cli.recipe import builtin_recipe_names, builtin_recipes_dir, load_recipe, recipe_from_dict
+from emlc_cli.recipe.schema import builtin_recipe_names, builtin_recipes_dir, load_recipe, recipe_from_dict
 
 
 def test_shipped_recipes_include_the_promised_ones():
@@ -15,7 +15,7 @@ def test_shipped_recipes_include_the_promised_ones():
 
 @pytest.mark.parametrize("name", builtin_recipe_names())
 def test_every_shipped_recipe_validates(name):
-    from emlc_cli.models import validate_backbone
+    from emlc_cli.models.build import validate_backbone
 
     recipe = load_recipe(name)
     assert recipe.name == name and recipe.description
@@ -70,7 +70,7 @@ def test_recipe_values_are_never_code(tmp_path):
 
 
 def test_unknown_backbone_lists_close_names():
-    from emlc_cli.models import validate_backbone
+    from emlc_cli.models.build import validate_backbone
 
     with pytest.raises(RecipeError) as info:
         validate_backbone("resnet180", "none")
@@ -88,7 +88,7 @@ def test_optimiser_factors_are_recipe_keys_with_the_former_constants():
 
 
 def test_rule_choices_are_the_rule_table():
-    from emlc_cli.corrections import RULES
+    from emlc_cli.decide.rules import RULES
 
     for name in RULES:
         assert recipe_from_dict({"correct": {"rule": name}}).correct.rule == name
@@ -100,8 +100,8 @@ def test_rule_choices_are_the_rule_table():
 def test_trainer_takes_the_optimiser_factors_from_the_recipe():
     import torch
 
-    from emlc_cli.data.loaders import TensorSet
-    from emlc_cli.trainer import MetaTrainer
+    from emlc_cli.cache.batches import TensorSet
+    from emlc_cli.train.trainer import MetaTrainer
 
     data = TensorSet(torch.zeros(8, 3, 16, 16, dtype=torch.uint8), torch.tensor([0, 1] * 4))
     small = ["model.width=4", "data.image_size=16", "train.batch_size=4", "train.clean_batch_size=4"]

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from emlc_cli.errors import OutputError
-from emlc_cli.outputs import load_training_state
-from emlc_cli.run_folder import STATE_FILE, staging_path
+from emlc_cli.run_folder.writer import load_training_state
+from emlc_cli.run_folder.layout import STATE_FILE, staging_path
 from tests.conftest import tiny
 
 RESUME_RECIPE = tiny("train.epochs=6", "meta.warmup_epochs=1")
@@ -118,7 +118,7 @@ def test_pickled_state_is_refused(tmp_path):
 def test_nan_loss_stops_with_the_loss_and_step_named(noisy_folder, monkeypatch):
     from typer.testing import CliRunner
 
-    from emlc_cli import meta
+    from emlc_cli.train import meta
     from emlc_cli.cli.app import app
 
     monkeypatch.setattr(meta, "teacher_loss", lambda *args, **kwargs: torch.tensor(float("nan"), requires_grad=True))
@@ -183,8 +183,8 @@ def csv_rows(path: Path) -> list[list[str]]:
 
 
 def test_a_state_saved_before_a_recipe_key_existed_resumes_only_with_its_default():
-    from emlc_cli import resume
-    from emlc_cli.recipe import load_recipe
+    from emlc_cli.train import resume
+    from emlc_cli.recipe.schema import load_recipe
 
     now = resume.fingerprint(["a.png"], np.array([0]), ["x"], {}, load_recipe("quick").to_dict(), 0)
     saved = {**now, "recipe": {s: dict(v) if isinstance(v, dict) else v for s, v in now["recipe"].items()}}

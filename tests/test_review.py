@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from emlc_cli import pipeline, review
 from emlc_cli.cli.app import app
-from emlc_cli.recipe import load_recipe
+from emlc_cli.recipe.schema import load_recipe
 from emlc_cli.review import thumbnails
 from emlc_cli.review.sheet import BACKGROUND, BORDER, sheet_geometry
 from tests.conftest import CLASSES, COLOURS, make_image, write_csv

@@ -119,7 +119,7 @@ def test_run_folder_holds_its_log(bench):
 def test_the_log_records_warnings_and_why_a_run_stopped(tmp_path):
     import logging
 
-    from emlc_cli import runlog
+    from emlc_cli.run_folder import log as runlog
     from emlc_cli.errors import Interrupted
 
     with pytest.raises(Interrupted):

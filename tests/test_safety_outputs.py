@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from emlc_cli import errors, outputs, run_folder
+from emlc_cli import errors
+from emlc_cli.run_folder import writer as outputs, layout as run_folder
 from emlc_cli.cli.app import app
 from emlc_cli.errors import OutputError
 from tests.conftest import TINY
@@ -175,7 +176,7 @@ def test_refused_push_redacts_a_crlf_token(hub, feature_run, monkeypatch, caplog
     monkeypatch.setenv("EMLC_DEBUG", "1")
     debug = runner.invoke(app, ["push", str(feature_run), "--repo", "someone/forbidden"])
     assert debug.exit_code != 0 and TOKEN not in str(debug.exception) and TOKEN not in debug.output
-    logging.getLogger("emlc_cli.hub").warning("header %s", f"Bearer {TOKEN}\r\n")
+    logging.getLogger("emlc_cli.export.hub").warning("header %s", f"Bearer {TOKEN}\r\n")
     assert TOKEN not in caplog.text
 
 
@@ -324,7 +325,7 @@ def test_review_replaces_only_its_own_files(image_run, tmp_path):
 def _student(run: Path, num_classes: int = 3, **config) -> None:
     from safetensors.torch import save_file
 
-    from emlc_cli.models import build_classifier
+    from emlc_cli.models.build import build_classifier
 
     model = build_classifier("small_cnn", 3, 8, True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run / "student.safetensors"))

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from conftest import TINY, tiny
 from emlc_cli.cli.app import app
-from emlc_cli.data import cache as cache_mod
-from emlc_cli.data import store
+from emlc_cli.cache import images as cache_mod
+from emlc_cli.cache import store
 from emlc_cli.data.imagefolder import load_image_folder
 
 runner = CliRunner()
@@ -201,7 +201,7 @@ def test_a_damaged_entry_holding_other_files_is_left_alone(noisy_folder, caplog)
 
 
 def test_a_crop_run_records_its_resize_and_evaluate_decodes_the_same_way(noisy_folder, decodes, monkeypatch):
-    from emlc_cli import evaluation
+    from emlc_cli.student import evaluation
 
     out = noisy_folder["tmp"] / "cropped"
     result = runner.invoke(app, ["clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]), "--recipe", "quick",

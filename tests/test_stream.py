@@ -12,8 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from emlc_cli.cli.app import app
-from emlc_cli.data import huggingface, store
-from emlc_cli.data.decode import decode_images
+from emlc_cli.data import huggingface
+from emlc_cli.cache import store
+from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.kinds import load_source
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import DataError

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emlc_cli import meta, tangents
-from emlc_cli.models import batch_stats_only, build_classifier
-from emlc_cli.nets import FeatureMLP
+from emlc_cli.train import meta, tangents
+from emlc_cli.models.build import batch_stats_only, build_classifier
+from emlc_cli.models.nets import FeatureMLP
 
 
 def float64_model(name: str, num_classes: int, small_stem: bool = True, in_features: int = 0) -> torch.nn.Module:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from emlc_cli import run_folder
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.cli.app import app
 from tests.conftest import TINY, build_noisy_folder
 

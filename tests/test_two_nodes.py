@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from conftest import build_noisy_folder, tiny
-from emlc_cli.run_folder import STATE_FILE, staging_path
+from emlc_cli.run_folder.layout import STATE_FILE, staging_path
 from test_distributed import ACCURACY_TOLERANCE, label_accuracy
 
 pytestmark = pytest.mark.slow

@@ -22,9 +22,9 @@ CLICK_ERRORS = tuple(m.exceptions.ClickException for m in _CLICK)
 NO_ARGS = tuple(m.exceptions.NoArgsIsHelpError for m in _CLICK if hasattr(m.exceptions, "NoArgsIsHelpError"))
 ABORTS = (*(m.exceptions.Abort for m in _CLICK if hasattr(m.exceptions, "Abort")), typer.Abort)
 
-from emlc_cli import __version__
+from emlc_cli._version import __version__
 from emlc_cli.errors import DeviceError, EmlcError, has_secret, install_log_filter, redact
-from emlc_cli.runtime import prints_errors, rank_prefix
+from emlc_cli.runtime.device import prints_errors, rank_prefix
 
 # Loggers that, at DEBUG, write HTTP headers (the Hub token) verbatim: kept at WARNING even under EMLC_DEBUG.
 THIRD_PARTY = ("urllib3", "httpx", "httpcore", "httpx2", "httpcore2", "huggingface_hub", "filelock", "fsspec",
@@ -51,7 +51,7 @@ class OneLineErrors(TyperGroup):
         except CLICK_ERRORS as err:
             if not standalone_mode:
                 raise
-            from emlc_cli import console
+            from emlc_cli.cli import console
 
             console.error(usage_line(err))
             sys.exit(err.exit_code)
@@ -108,7 +108,7 @@ def override_hint(err: Any) -> str | None:
         return None
     if not any(p.name == "overrides" for p in ctx.command.params):
         return None
-    from emlc_cli.recipe import SECTIONS
+    from emlc_cli.recipe.schema import SECTIONS
 
     key = name.lstrip("-").replace("-", "_")
     matches = [f"{section}.{key}" for section, cls in SECTIONS.items() if key in cls.__dataclass_fields__]
@@ -122,7 +122,7 @@ def override_hint(err: Any) -> str | None:
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from emlc_cli import console
+        from emlc_cli.cli import console
 
         try:
             return command(*args, **kwargs)
@@ -164,7 +164,7 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
 def configure_logging(debug: bool) -> None:
     """WARNING for everything, DEBUG for emlc's own loggers under EMLC_DEBUG; HTTP libraries stay at WARNING
     (at DEBUG they log request headers, the token among them), and every record passes a redacting filter."""
-    from emlc_cli.console import LogHandler  # records print as the console's own lines: `warning: ...`
+    from emlc_cli.cli.console import LogHandler  # records print as the console's own lines: `warning: ...`
 
     root = logging.getLogger()
     handler = next((h for h in root.handlers if isinstance(h, LogHandler)), None)

@@ -1,4 +1,4 @@
-"""`emlc cache ls | rm KEY... | rm --all`: the persistent store of decoded images (emlc_cli/data/store.py)."""
+"""`emlc cache ls | rm KEY... | rm --all`: the persistent store of decoded images (emlc_cli/cache/store.py)."""
 from __future__ import annotations
 
 import time
@@ -19,8 +19,8 @@ EXAMPLES = """[bold]Examples[/]
 
 def ls_command() -> None:
     """List the decoded-image caches, most recently used first."""
-    from emlc_cli import console
-    from emlc_cli.data import store
+    from emlc_cli.cli import console
+    from emlc_cli.cache import store
 
     base = store.root()
     if base is None:
@@ -43,8 +43,8 @@ def rm_command(
     remove_all: Annotated[bool, typer.Option("--all", metavar=FLAG, help="Remove every entry.")] = False,
 ) -> None:
     """Remove decoded-image caches (a run that needs one decodes its images again)."""
-    from emlc_cli import console
-    from emlc_cli.data import store
+    from emlc_cli.cli import console
+    from emlc_cli.cache import store
 
     if keys and remove_all:
         raise EmlcError("KEY... and --all: give one of them")

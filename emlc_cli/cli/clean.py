@@ -67,7 +67,8 @@ def clean_command(
                                             "for you.")] = 1,
 ) -> None:
     """Train EMLC on DATA and write corrected labels, checkpoints, a summary and a log to --out."""
-    from emlc_cli import console, preflight
+    from emlc_cli.cli import console
+    from emlc_cli.prepare import preflight
 
     spec = build_spec(data, labels, config, split, revision, image_column, label_column, id_column, feature_column,
                       command=command_line(ctx), stream=stream)
@@ -75,10 +76,11 @@ def clean_command(
     if dry_run:
         _dry_run(checked, device)
         return
-    from emlc_cli import api, distributed  # torch: only once the inputs are known to be good
+    from emlc_cli import api  # torch: only once the inputs are known to be good
+    from emlc_cli.runtime import distributed
 
     if nproc > 1 and not distributed.launched():
-        from emlc_cli.runtime import check_nproc
+        from emlc_cli.runtime.device import check_nproc
 
         check_nproc(nproc, device)
         raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
@@ -98,8 +100,8 @@ def clean_command(
 
 def _joining_note(quiet: bool) -> None:
     """Under torchrun, what this process is about to wait for (at most EMLC_DIST_TIMEOUT seconds)."""
-    from emlc_cli import console
-    from emlc_cli.runtime import TIMEOUT_ENV, launch_env, prints_errors, rank_prefix
+    from emlc_cli.cli import console
+    from emlc_cli.runtime.device import TIMEOUT_ENV, launch_env, prints_errors, rank_prefix
 
     launch = launch_env()
     if launch.distributed and prints_errors() and not quiet:
@@ -109,9 +111,9 @@ def _joining_note(quiet: bool) -> None:
 
 def _dry_run(checked: Any, device: str) -> None:
     """The resolved recipe and what the run would do; the device is resolved too (a missing GPU fails here)."""
-    from emlc_cli import console
-    from emlc_cli.recipe import dump_recipe
-    from emlc_cli.runtime import resolve_device
+    from emlc_cli.cli import console
+    from emlc_cli.recipe.schema import dump_recipe
+    from emlc_cli.runtime.device import resolve_device
 
     where = resolve_device(device)
     verb = "replace" if checked.replaces else "write"

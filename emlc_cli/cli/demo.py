@@ -16,7 +16,7 @@ EXAMPLES = """[bold]Examples[/]
 def demo_command(out: OutOpt = None, overrides: OverridesArg = None, device: DeviceOpt = "auto",
                  seed: SeedOpt = 0, quiet: QuietOpt = False) -> None:
     """Clean the packaged CIFAR-10 sample (4 classes, 40 % noisy labels) and print label accuracy before and after."""
-    from emlc_cli import console
+    from emlc_cli.cli import console
     from emlc_cli.demo import run_demo
 
     with tempfile.TemporaryDirectory(prefix="emlc-demo-") as scratch:

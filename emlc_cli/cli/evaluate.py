@@ -36,7 +36,8 @@ def evaluate_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Score a run: the student on held-out images (--data), or the corrected labels (--truth)."""
-    from emlc_cli import console, evaluation
+    from emlc_cli.cli import console
+    from emlc_cli.student import evaluation
 
     if (data is None) == (truth is None):
         raise EmlcError("pass exactly one of --data DIR or --truth truth.csv")
@@ -44,7 +45,7 @@ def evaluate_command(
         raise EmlcError(f"{run}: run folder not found")
     if data is not None:
         from emlc_cli.data.kinds import spec_like_run
-        from emlc_cli.run_folder import read_source_record
+        from emlc_cli.run_folder.layout import read_source_record
 
         spec = spec_like_run(read_source_record(run, required=False), data, labels, config=config, split=split, revision=revision,
                              image_column=image_column, label_column=label_column, id_column=id_column, feature_column=feature_column)

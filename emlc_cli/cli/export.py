@@ -38,7 +38,8 @@ def export_command(
     """Write an image-folder run's images under their corrected class, or its labels for a labeling tool.
 
     imagefolder: hard links where possible, else copies. label-studio: tasks to review emlc's labels in (import tasks.json; decisions come back as --clean). fiftyone: load with fo.Dataset.from_dir(DEST, dataset_type=fo.types.FiftyOneDataset). cvat: upload DATA's images to a task, then annotations.xml as "CVAT 1.1"."""
-    from emlc_cli import console, export
+    from emlc_cli.cli import console
+    from emlc_cli.export import image_folder as export
 
     if format not in FORMATS:
         raise EmlcError(f"--format {format}: supported formats: {', '.join(FORMATS)} (for Hub layout use `emlc push RUN --to DIR`)")

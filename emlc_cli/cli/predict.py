@@ -32,10 +32,11 @@ def predict_command(
     """Label new data with a run's student, with the preprocessing recorded in student.json."""
     import sys
 
-    from emlc_cli import console, inference
+    from emlc_cli.cli import console
+    from emlc_cli.student import inference
     from emlc_cli.data.kinds import spec_like_run
     from emlc_cli.errors import EmlcError
-    from emlc_cli.run_folder import read_source_record
+    from emlc_cli.run_folder.layout import read_source_record
 
     if not run.is_dir():
         raise EmlcError(f"{run}: run folder not found")
@@ -55,9 +56,9 @@ def predict_command(
 
 def _check_target(out: Path, run: Path, data: str, overwrite: bool) -> Path:
     """Never inside the data or the run; an existing file only with --overwrite, and only one emlc predict wrote."""
-    from emlc_cli.disk import check_replaceable
+    from emlc_cli.run_folder.disk import check_replaceable
     from emlc_cli.errors import OutputError
-    from emlc_cli.outputs import check_not_inputs, check_out_path, data_paths
+    from emlc_cli.run_folder.writer import check_not_inputs, check_out_path, data_paths
 
     target = check_out_path(out)
     check_not_inputs(target, [(Path(run), "the run folder"), (Path(data), "the data"), *data_paths(run)], f"--out {out}")

@@ -43,7 +43,8 @@ def push_command(
     """Publish the cleaned dataset and its card to the Hub (--repo), or to a local folder (--to).
 
     The dataset: the original data, the corrected `label`, `original_label`, confidence, changed and verified flags. The card: the summary, the change matrix, the recipe and the command."""
-    from emlc_cli import console, hub
+    from emlc_cli.cli import console
+    from emlc_cli.export import hub
 
     if (repo is None) == (to is None):
         raise EmlcError("pass exactly one of --repo owner/name or --to DIR")

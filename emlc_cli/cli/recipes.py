@@ -12,8 +12,8 @@ from emlc_cli.errors import OutputError
 
 def list_command() -> None:
     """List the shipped recipes."""
-    from emlc_cli import console
-    from emlc_cli.recipe import builtin_recipe_names, load_recipe
+    from emlc_cli.cli import console
+    from emlc_cli.recipe.schema import builtin_recipe_names, load_recipe
 
     for name in builtin_recipe_names():
         console.text(f"{name:<16} {load_recipe(name).description}")
@@ -21,8 +21,8 @@ def list_command() -> None:
 
 def show_command(name: Annotated[str, typer.Argument(metavar="NAME", help="Recipe name or path.")]) -> None:
     """Print a recipe as shipped."""
-    from emlc_cli import console
-    from emlc_cli.recipe import recipe_path
+    from emlc_cli.cli import console
+    from emlc_cli.recipe.schema import recipe_path
 
     console.text(recipe_path(name).read_text(encoding="utf-8").rstrip())
 
@@ -32,10 +32,10 @@ def copy_command(
     dest: Annotated[Path, typer.Argument(metavar="DEST", help="Where to write the copy.")],
 ) -> None:
     """Copy a shipped recipe to edit it."""
-    from emlc_cli import console
-    from emlc_cli.recipe import recipe_path
+    from emlc_cli.cli import console
+    from emlc_cli.recipe.schema import recipe_path
 
-    from emlc_cli.disk import write_atomic
+    from emlc_cli.run_folder.disk import write_atomic
 
     if os.path.lexists(dest):  # a dangling symlink too: copying through it would write wherever it points
         raise OutputError(f"{dest} already exists; choose another name")

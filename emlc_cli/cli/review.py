@@ -30,7 +30,8 @@ def review_command(
     data: RelocatedDataOpt = None,
 ) -> None:
     """Write a self-contained HTML report of a run's corrections, and/or a PNG contact sheet."""
-    from emlc_cli import console, review
+    from emlc_cli.cli import console
+    from emlc_cli import review
 
     if not run.is_dir():
         raise EmlcError(f"{run}: run folder not found")

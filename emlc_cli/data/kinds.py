@@ -16,7 +16,7 @@ from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.stream import STREAMABLE, read_stream
 from emlc_cli.data.spec import HUB_PREFIX, INHERITED, SourceSpec, as_spec, relocated, spec_from_record
 from emlc_cli.errors import DataError
-from emlc_cli.run_folder import is_folder_kind, read_source_record
+from emlc_cli.run_folder.layout import is_folder_kind, read_source_record
 
 
 @dataclass(frozen=True)

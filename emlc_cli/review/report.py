@@ -9,7 +9,8 @@ import datetime as _dt
 from html import escape
 from typing import Any, Callable
 
-from emlc_cli import __version__, run_folder
+from emlc_cli._version import __version__
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.review.report_assets import CSS, JS
 from emlc_cli.review.run_view import Item, RunView
 from emlc_cli.review.thumbnails import Thumbnails

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from emlc_cli import run_folder
+from emlc_cli.run_folder import layout as run_folder
 from emlc_cli.data.kinds import MOVED, open_run_images
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from typing import Optional
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from emlc_cli import run_folder
-from emlc_cli.disk import check_replaceable, write_atomic
+from emlc_cli.run_folder import layout as run_folder
+from emlc_cli.run_folder.disk import check_replaceable, write_atomic
 from emlc_cli.errors import DataError
-from emlc_cli.outputs import check_file_target, check_not_inputs
+from emlc_cli.run_folder.writer import check_file_target, check_not_inputs
 from emlc_cli.review.report import render_report
 from emlc_cli.review.run_view import REPORT_TOP, load_run
 from emlc_cli.review.sheet import render_sheet
