@@ -38,19 +38,24 @@ def export_imagefolder(run: Path, dest: Path, overwrite: bool = False, data: str
     return Published(str(final), len(rows), changed, sum(row["split"] == "clean" for row in rows))
 
 
-def export_label_studio(run: Path, dest: Path, overwrite: bool = False, url_prefix: str | None = None) -> Published:
-    """DEST/tasks.json (Label Studio tasks, emlc's label as a pre-annotation, to-verify rows first) and
-    DEST/label_config.xml (the labeling interface to paste into the project's settings)."""
+def export_label_studio(run: Path, dest: Path, overwrite: bool = False, url_prefix: str | None = None,
+                        document_root: Path | None = None) -> Published:
+    """DEST/tasks.json (Label Studio tasks, emlc's label as a pre-annotation, to-verify rows first),
+    DEST/label_config.xml (the project's labeling interface) and, for local-files URLs, DEST/storage.json (the
+    environment Label Studio must run with and the project's Local Files storage: `emlc label-studio DEST`)."""
     import json
 
     from emlc_cli import labelstudio
 
     _check_dest(run, dest, overwrite)
-    written = labelstudio.tasks(run, url_prefix)
+    written = labelstudio.tasks(run, url_prefix, document_root)
+    settings = labelstudio.storage(run, document_root) if url_prefix is None else None
     classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
     with RunDir(Path(dest), kind="export", option="DEST") as staged:
         staged.write_text(labelstudio.TASKS, json.dumps(written, indent=1) + "\n")
         staged.write_text(labelstudio.CONFIG, labelstudio.label_config(classes))
+        if settings is not None:
+            staged.write_text(labelstudio.STORAGE, json.dumps(settings, indent=1) + "\n")
         final = staged.commit()
     changed = sum(task["data"]["changed"] for task in written)
     return Published(str(final), len(written), changed, sum(task["data"]["split"] == "clean" for task in written))
