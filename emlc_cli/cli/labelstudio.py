@@ -13,7 +13,7 @@ EXAMPLES = """[bold]Examples[/]
 
   emlc export runs/images ./ls --format label-studio
   emlc label-studio ./ls --url http://localhost:8080
-  emlc label-studio ./ls --title "round 1" --quiet   # prints the project's URL
+  emlc label-studio ./ls --url http://localhost:8080 --title "round 1" --quiet   # prints its URL
 
 Start Label Studio first with the two variables of ./ls/storage.json (LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true, LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=the data folder's parent), or the images answer 404. The token: LABEL_STUDIO_API_KEY or --token, never printed or written."""
 
