@@ -33,7 +33,8 @@ class Run:
 
     One entry per row of corrected.csv (sorted by path or id): `rows` (the path or id), `given` and `labels`
     (corrected) class names, `confidence`, `changed`, `split` ("noisy" or "clean"), and `probs` (N x C,
-    run_folder.PROBS_MEANING; None for runs written before it existed). `to_verify`: what to verify next, best
+    run_folder.PROBS_MEANING; None for runs written before it existed); `given_index` and `labels_index` are the
+    given and corrected labels as ints in `classes` order (the columns of `probs`). `to_verify`: what to verify next, best
     first, with the reason. `path`: the run folder, or None when `clean` ran without `out`."""
 
     classes: list[str]
@@ -47,6 +48,21 @@ class Run:
     to_verify: list[dict[str, str]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None
+
+    @property
+    def given_index(self) -> np.ndarray:
+        """The given labels as ints in `classes` order, the columns of `probs` (what cleanlab's `labels=` takes:
+        its Datalab sorts string labels by name, which need not be this order)."""
+        return self._indices(self.given)
+
+    @property
+    def labels_index(self) -> np.ndarray:
+        """The corrected labels as ints in `classes` order."""
+        return self._indices(self.labels)
+
+    def _indices(self, names: list[str]) -> np.ndarray:
+        column = {name: i for i, name in enumerate(self.classes)}
+        return np.array([column[name] for name in names], dtype=np.int64)
 
     def corrected(self) -> dict[str, str]:
         """{path or id: corrected label}."""

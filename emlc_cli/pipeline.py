@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from emlc_cli._version import __version__
@@ -231,8 +232,10 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision
         for i, path in enumerate(ds.paths) if path not in skipped
     ]
     run.write_csv(run_folder.CORRECTED, run_folder.CORRECTED_COLUMNS, rows)
+    kept = [i for i, path in enumerate(ds.paths) if path not in skipped]
+    run.write_array(run_folder.LABELS, np.asarray(ds.labels, dtype=np.int64)[kept])
     if result.probs is not None:
-        run.write_array(run_folder.PROBS, result.probs[[i for i, path in enumerate(ds.paths) if path not in skipped]])
+        run.write_array(run_folder.PROBS, result.probs[kept])
     config = _model_config(ds.classes, trainer.recipe, int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0)
     if backbone is not None:  # heads over frozen features: the backbone ships beside them, so the run is self-contained
         frozen = {"architecture": recipe.model.backbone, "small_stem": recipe.model.small_stem, "weights": recipe.model.weights}

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import csv
-import json
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +15,6 @@ from emlc_cli.errors import DataError
 from tests.conftest import CLASSES, COLOURS, TINY, make_image
 
 runner = CliRunner()
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def truth_of(folder: dict) -> dict[str, str]:
@@ -27,25 +23,6 @@ def truth_of(folder: dict) -> dict[str, str]:
 
 def accuracy(keys, labels, truth) -> float:
     return float(np.mean([truth[k] == label for k, label in zip(keys, labels)]))
-
-
-def test_readme_python_example_runs(noisy_folder, monkeypatch):
-    """The README's "Python API" block, run as written, on the generated folder."""
-    code = re.search(r"## Python API.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
-    monkeypatch.chdir(noisy_folder["tmp"])
-    (noisy_folder["tmp"] / "verified.csv").write_text(noisy_folder["clean"].read_text())
-    (noisy_folder["tmp"] / "new_images").mkdir()
-    for i, image in enumerate(sorted(noisy_folder["root"].glob("*/*.png"))[:9]):
-        (noisy_folder["tmp"] / "new_images" / f"{i}.png").write_bytes(image.read_bytes())
-    scope: dict = {"OVERRIDES": TINY}
-    exec(compile(code.replace('overrides=["train.epochs=3"]', "overrides=OVERRIDES"), "README", "exec"), scope)
-    run = scope["run"]
-    truth = truth_of(noisy_folder)
-    given = accuracy(run.rows, run.given, truth)
-    assert accuracy(run.rows, run.labels, truth) > given + 0.1
-    assert run.probs.shape == (120, 3) and run.path is None and run.to_verify
-    assert scope["again"].labels == scope["kept"].labels  # load_run reads back what clean returned
-    assert len(scope["predicted"].labels) == 9
 
 
 def test_clean_with_out_writes_the_run_and_load_run_reads_it(noisy_folder):

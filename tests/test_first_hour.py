@@ -115,12 +115,14 @@ def test_override_errors_name_the_override_not_the_shipped_file(small):
     assert "override train.epochs=0 (command line)" in result.output and "quick.yaml" not in result.output
 
 
-def test_epochs_below_the_warm_up_says_which_override_fixes_it(small):
-    result = dry(small, "--recipe", "quick", "train.epochs=2")
-    assert result.exit_code == 2
-    fix = re.search(r"add (meta\.warmup_epochs=\d+)", result.output)
-    assert fix and "override train.epochs=2" in result.output
-    assert dry(small, "--recipe", "quick", "train.epochs=2", fix.group(1), "--device", "cpu").exit_code == 0
+def test_epochs_lowered_alone_scales_the_warm_up_and_says_so(small):
+    """`--recipe quick train.epochs=3` (quick warms up 5 of 10 epochs) runs: the warm-up keeps its share (2 of 3)."""
+    result = dry(small, "--recipe", "quick", "train.epochs=3", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "# recipe: quick + train.epochs=3 meta.warmup_epochs=2 (scaled with train.epochs)" in result.output
+    assert re.search(r"warmup_epochs: 2\n", result.output)
+    given = dry(small, "--recipe", "quick", "train.epochs=3", "meta.warmup_epochs=3")
+    assert given.exit_code == 2 and "override meta.warmup_epochs=3 (command line)" in given.output
 
 
 def fake_run(tmp_path: Path, data: Path) -> Path:

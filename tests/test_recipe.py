@@ -111,3 +111,17 @@ def test_trainer_takes_the_optimiser_factors_from_the_recipe():
     sgd = load_recipe("quick", [*small, "train.teacher_optimizer=sgd", "train.teacher_momentum=0.7"])
     trainer = MetaTrainer(sgd, 2, data, data, data, device=torch.device("cpu"))
     assert trainer.teacher_opt.param_groups[0]["momentum"] == 0.7
+
+
+@pytest.mark.parametrize(("epochs", "warmup"), [(1, 0), (2, 1), (3, 2), (5, 3), (8, 4), (10, 5), (20, 5)])
+def test_lowered_epochs_keep_the_warm_ups_share(epochs, warmup):
+    """quick warms up 5 of 10 epochs: train.epochs=N alone keeps that share (half up, below N), never raises it."""
+    recipe = load_recipe("quick", [f"train.epochs={epochs}"])
+    assert (recipe.train.epochs, recipe.meta.warmup_epochs) == (epochs, warmup)
+    assert ("scaled with train.epochs" in recipe.origin) == (warmup != 5)
+
+
+def test_a_warm_up_given_is_never_scaled():
+    assert load_recipe("quick", ["train.epochs=8", "meta.warmup_epochs=5"]).meta.warmup_epochs == 5
+    with pytest.raises(RecipeError, match="override meta.warmup_epochs=3"):
+        load_recipe("quick", ["train.epochs=3", "meta.warmup_epochs=3"])

@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -303,3 +304,24 @@ def test_sheet_refuses_a_run_without_changes(tmp_path):
     run = fake_run(tmp_path, [("a.png", "x", "x", 0.9), ("b.png", "y", "y", 0.5)])
     result = runner.invoke(app, ["review", str(run), "--png", str(tmp_path / "s.png")])
     assert result.exit_code == 2 and "nothing to put on a contact sheet" in result.output
+
+
+def per_class_noise(html: str) -> dict[str, str]:
+    table = re.search(r'<table class="per-class">.*?</table>', html, re.S).group(0)
+    return dict(re.findall(r'<tr data-class="([^"]+)"><th>[^<]*</th><td>[^<]*</td><td>[^<]*</td><td>([^<]*)</td>', table))
+
+
+@pytest.mark.parametrize("estimate", [{"estimated_noise_rate": None, "label_accuracy": None},
+                                      {"estimated_noise_rate": None, "label_accuracy": {"too_weak": True, "given": None}},
+                                      {"estimated_noise_rate": 0.3, "label_accuracy": {"too_weak": True, "given": None}}])
+def test_per_class_noise_is_unknown_where_the_run_could_not_estimate_it(tmp_path, estimate):
+    """A run that changed nothing because its evidence was too weak measured no noise: not "0.0 %" per class."""
+    run = fake_run(tmp_path, [("a/1.png", "a", "a", 0.9), ("a/2.png", "a", "a", 0.5), ("b/3.png", "b", "b", 0.7)])
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, **estimate}))
+    assert per_class_noise(review.write_report(run, top=5).path.read_text()) == {"a": "unknown", "b": "unknown"}
+
+
+def test_per_class_noise_is_the_changed_share_where_the_run_estimated_it(tmp_path):
+    run = fake_run(tmp_path, [("a/1.png", "a", "b", 0.9), ("a/2.png", "a", "a", 0.5), ("b/3.png", "b", "b", 0.7)])
+    assert per_class_noise(review.write_report(run, top=5).path.read_text()) == {"a": "50.0%", "b": "0.0%"}

@@ -90,7 +90,9 @@ def test_cvat_export_is_cvat_for_images_1_1_with_one_tag_per_image(run):
     rows = {r["path"]: r for r in run_folder.read_corrected(run["run"])}
     to_verify = [r["path"] for r in run_folder.read_to_verify(run["run"])]
     assert [image.get("name") for image in images[:len(to_verify)]] == to_verify
-    assert [image.get("id") for image in images] == [str(i) for i in range(120)]
+    frames = sorted(rows)  # a task made from DATA numbers its frames by name (CVAT's lexicographical sorting)
+    assert [int(image.get("id")) for image in images] == [frames.index(image.get("name")) for image in images]
+    assert (dest / "frames.txt").read_text().splitlines() == frames
     for image in images:
         row = rows[image.get("name")]
         with Image.open(run["root"] / row["path"]) as opened:
@@ -147,3 +149,63 @@ def test_cvat_export_refuses_a_class_name_xml_cannot_hold(run, tmp_path):
     result = export(odd, tmp_path / "cvat", "cvat")
     assert result.exit_code == 2 and "class name 'blue\\x01'" in result.output and "control character" in result.output
     assert not (tmp_path / "cvat").exists()
+
+
+def test_cvat_labels_json_declares_every_label_and_attribute_the_annotations_carry(run):
+    dest = run["tmp"] / "cvat-labels"
+    assert export(run["run"], dest, "cvat").exit_code == 0
+    spec = json.loads((dest / "labels.json").read_text())
+    meta = ET.parse(dest / "annotations.xml").getroot().findall("meta/task/labels/label")
+    assert [label["name"] for label in spec] == [label.findtext("name") for label in meta] == CLASSES
+    used = {(tag.get("label"), a.get("name")) for tag in ET.parse(dest / "annotations.xml").iter("tag")
+            for a in tag.findall("attribute")}
+    declared = {(label["name"], a["name"]) for label in spec for a in label["attributes"]}
+    assert used <= declared and all(label["type"] == "tag" for label in spec)
+    for label in spec:
+        given, confidence, changed = label["attributes"]
+        assert given == {"name": "given_label", "mutable": False, "input_type": "select", "default_value": "blue",
+                         "values": CLASSES}
+        assert (confidence["input_type"], confidence["values"]) == ("text", [""])
+        assert (changed["input_type"], changed["values"], changed["default_value"]) == ("checkbox", ["false"], "false")
+
+
+def test_cvat_warns_of_names_it_could_not_match():
+    from emlc_cli.export import cvat
+
+    assert cvat.name_warnings(["a/x.png", "a/y.png"], {}) == []
+    (twins,) = cvat.name_warnings(["a/x.png", "a/x.jpg", "b/x.png"], {})
+    assert "1 image names differ only in the extension (a/x.png, a/x.jpg)" in twins
+    (left_out,) = cvat.name_warnings(["a/x.png"], {"skipped": {"a/bad.png": "truncated"}, "ignored_files": 2})
+    assert left_out.startswith("3 files under DATA are not in the run")
+
+
+def test_cvat_sdk_reads_labels_json_as_a_task_request(run):
+    """Where cvat-sdk is installed, its own request model for task creation accepts labels.json."""
+    models = pytest.importorskip("cvat_sdk.api_client.models", reason="cvat-sdk is not installed")
+    dest = run["tmp"] / "cvat-sdk"
+    assert export(run["run"], dest, "cvat").exit_code == 0
+    spec = json.loads((dest / "labels.json").read_text())
+    request = models.TaskWriteRequest(name="emlc", labels=[models.PatchedLabelRequest(**label) for label in spec])
+    assert [label.name for label in request.labels] == CLASSES
+    assert [a.input_type.value for a in request.labels[0].attributes] == ["select", "text", "checkbox"]
+    assert all(type(a).__name__ == "AttributeRequest" for label in request.labels for a in label.attributes)
+    with pytest.raises(Exception, match="slider"):  # the model does check: a spec CVAT refuses fails here
+        models.PatchedLabelRequest(**{**spec[0], "attributes": [{**spec[0]["attributes"][0], "input_type": "slider"}]})
+
+
+def test_datumaro_reads_the_cvat_export(run, monkeypatch):
+    """Where datumaro is installed, its CVAT importer reads every tag (names resolve under the working folder)."""
+    dm = pytest.importorskip("datumaro", reason="datumaro is not installed")
+
+    dest = run["tmp"] / "cvat-datumaro"
+    assert export(run["run"], dest, "cvat").exit_code == 0
+    monkeypatch.chdir(run["root"])
+    dataset = dm.Dataset.import_from(str(dest / "annotations.xml"), "cvat")
+    names = [label.name for label in dataset.categories()[dm.AnnotationType.label].items]
+    rows = {r["path"]: r for r in run_folder.read_corrected(run["run"])}
+    assert len(dataset) == 120 and names == CLASSES
+    for item in dataset:
+        (tag,) = item.annotations
+        row = next(r for path, r in rows.items() if path.rsplit(".", 1)[0] == item.id)
+        assert names[tag.label] == row["corrected_label"]
+        assert tag.attributes["given_label"] == row["label"] and tag.attributes["changed"] == (row["changed"] == "1")

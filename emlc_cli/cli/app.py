@@ -186,7 +186,7 @@ def _help(module: Any) -> dict[str, Any]:
 
 
 def _register() -> None:
-    from emlc_cli.cli import cache, clean, demo, evaluate, export, predict, push, recipes, review
+    from emlc_cli.cli import cache, clean, demo, evaluate, export, labelstudio, predict, push, recipes, review
 
     app.command("clean", **_help(clean))(guarded(clean.clean_command))
     app.command("evaluate", **_help(evaluate))(guarded(evaluate.evaluate_command))
@@ -195,6 +195,7 @@ def _register() -> None:
     app.command("push", **_help(push))(guarded(push.push_command))
     app.command("export", **_help(export))(guarded(export.export_command))
     app.command("predict", **_help(predict))(guarded(predict.predict_command))
+    app.command("label-studio", **_help(labelstudio))(guarded(labelstudio.label_studio_command))
     recipes_app.command("list", **_help(recipes))(guarded(recipes.list_command))
     recipes_app.command("show", **_help(recipes))(guarded(recipes.show_command))
     recipes_app.command("copy", **_help(recipes))(guarded(recipes.copy_command))

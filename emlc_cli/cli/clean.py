@@ -117,6 +117,7 @@ def _dry_run(checked: Any, device: str) -> None:
 
     where = resolve_device(device)
     verb = "replace" if checked.replaces else "write"
+    console.text(f"# recipe: {checked.recipe.origin or checked.recipe.name}")
     console.text(dump_recipe(checked.recipe))
     console.text(f"# {checked.prepared.describe()}; would {verb} {checked.out} on {where}")
     for message in checked.prepared.warnings:

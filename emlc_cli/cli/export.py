@@ -16,6 +16,7 @@ EXAMPLES = """[bold]Examples[/]
   emlc export runs/images ./images-clean        # images-clean/<class>/<image>
   emlc export runs/images ./images-clean --data /new/images   # data moved
   emlc export runs/images ./ls --format label-studio  # Label Studio tasks
+  emlc label-studio ./ls --url http://localhost:8080  # its project (LABEL_STUDIO_API_KEY)
   emlc export runs/images ./fo --format fiftyone      # fo.Dataset.from_dir(...)
   emlc export runs/images ./cvat --format cvat        # annotations.xml"""
 
@@ -23,21 +24,24 @@ EXAMPLES = """[bold]Examples[/]
 def export_command(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder written by emlc clean.", show_default=False)],
     dest: Annotated[Path, typer.Argument(metavar="DEST", help="Folder to create: DEST/<corrected class>/<image>; DEST/tasks.json + "
-                                              "DEST/label_config.xml (label-studio); DEST/samples.json + metadata.json "
+                                              "DEST/label_config.xml + DEST/storage.json (label-studio); DEST/samples.json + metadata.json "
                                               "(fiftyone); DEST/annotations.xml (cvat).", show_default=False)],
     format: Annotated[str, typer.Option("--format", metavar="FORMAT", help="imagefolder (torchvision ImageFolder); label-studio (tasks JSON "
                                         "with emlc's label as a pre-annotation, to-verify rows first); fiftyone (a "
                                         "FiftyOneDataset folder: given and emlc labels, confidence, mistakenness); "
                                         "cvat (CVAT for images 1.1 XML, emlc's label as each image's tag).")] = "imagefolder",
     url_prefix: Annotated[Optional[str], typer.Option("--url-prefix", metavar="PREFIX", help="label-studio: image URL = PREFIX + path under "
-                          "DATA (default: Label Studio local-files URLs of the absolute paths).", show_default=False)] = None,
+                          "DATA (default: Label Studio local-files URLs, paths under --document-root).", show_default=False)] = None,
+    document_root: Annotated[Optional[Path], typer.Option("--document-root", metavar="DIR", help="label-studio: the "
+                             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT Label Studio runs with, a folder above DATA "
+                             "(default: DATA's parent); storage.json says so.", show_default=False)] = None,
     data: RelocatedDataOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar=FLAG, help="Replace an existing folder.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write an image-folder run's images under their corrected class, or its labels for a labeling tool.
 
-    imagefolder: hard links where possible, else copies. label-studio: tasks to review emlc's labels in (import tasks.json; decisions come back as --clean). fiftyone: load with fo.Dataset.from_dir(DEST, dataset_type=fo.types.FiftyOneDataset). cvat: upload DATA's images to a task, then annotations.xml as "CVAT 1.1"."""
+    imagefolder: hard links where possible, else copies. label-studio: tasks to review emlc's labels in (`emlc label-studio DEST --url URL` makes the project; decisions come back as --clean). fiftyone: load with fo.Dataset.from_dir(DEST, dataset_type=fo.types.FiftyOneDataset). cvat: upload DATA's images to a task, then annotations.xml as "CVAT 1.1"."""
     from emlc_cli.cli import console
     from emlc_cli.export import image_folder as export
 
@@ -49,7 +53,9 @@ def export_command(
         raise EmlcError("--data applies to --format imagefolder only")
     if url_prefix is not None and format != "label-studio":
         raise EmlcError("--url-prefix applies to --format label-studio only")
-    tools = {"label-studio": (lambda: export.export_label_studio(run, dest, overwrite, url_prefix), "Label Studio tasks"),
+    if document_root is not None and (format != "label-studio" or url_prefix is not None):
+        raise EmlcError("--document-root applies to --format label-studio without --url-prefix only")
+    tools = {"label-studio": (lambda: export.export_label_studio(run, dest, overwrite, url_prefix, document_root), "Label Studio tasks"),
              "fiftyone": (lambda: export.export_fiftyone(run, dest, overwrite), "FiftyOne samples"),
              "cvat": (lambda: export.export_cvat(run, dest, overwrite), "CVAT images")}
     if format in tools:

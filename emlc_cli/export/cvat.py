@@ -4,7 +4,14 @@ labels as image-level tags, for `emlc export RUN DEST --format cvat`.
 DEST/annotations.xml holds one <image> per image (`name` is the path under DATA, so upload DATA's files to the
 task keeping their folders, then "Upload annotations" in the CVAT 1.1 format) with one <tag>: emlc's label,
 `source="auto"`, and the attributes `given_label`, `confidence` and `changed`, declared on every label in <meta>
-as CVAT requires. Images are listed to-verify rows first, then the rest least confident first."""
+as CVAT requires. Images are listed to-verify rows first, then the rest least confident first.
+
+CVAT keeps an uploaded tag only if the task already declares its label and attributes (it drops the others
+silently): DEST/labels.json is the task's labels in the form its task creation takes (the API's `labels`, or the
+"Raw" labels editor). CVAT matches an <image> to a frame by its name (with or without the extension), else by its
+`id` as the frame number: `id` is the image's frame number in a task made from DATA's images sorted by name
+(CVAT's default "lexicographical" sorting), and DEST/frames.txt lists the names in that order, to compare with the
+task's frame list. `name_warnings` names what would defeat the matching."""
 from __future__ import annotations
 
 import re
@@ -16,7 +23,7 @@ from emlc_cli.export.rows import read_image_rows
 from emlc_cli.data.imagefolder import check_inside
 from emlc_cli.errors import DataError, OutputError
 
-ANNOTATIONS = "annotations.xml"
+ANNOTATIONS, LABELS, FRAMES = "annotations.xml", "labels.json", "frames.txt"
 VERSION = "1.1"
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 ATTRIBUTES = (("given_label", "select"), ("confidence", "text"), ("changed", "checkbox"))
@@ -32,10 +39,44 @@ def annotations(run: Path, task_name: str) -> tuple[ET.ElementTree, int, int]:
     top = ET.Element("annotations")
     ET.SubElement(top, "version").text = VERSION
     top.append(_meta(task_name, len(rows), classes))
-    for number, (line, row) in enumerate(rows):
-        top.append(_image(number, row, root, (Path(run) / run_folder.CORRECTED, line)))
+    frame = {name: number for number, name in enumerate(frame_names([row["path"] for _, row in rows]))}
+    for line, row in rows:
+        top.append(_image(frame[row["path"]], row, root, (Path(run) / run_folder.CORRECTED, line)))
     ET.indent(top)
     return ET.ElementTree(top), len(rows), sum(row["changed"] == "1" for _, row in rows)
+
+
+def frame_names(paths: list[str]) -> list[str]:
+    """The frame names of a task made from these images, in CVAT's frame order ("lexicographical" sorting)."""
+    return sorted(paths)
+
+
+def labels_spec(classes: list[str]) -> list[dict[str, object]]:
+    """The task's labels as CVAT's task creation takes them: one tag label per class, each declaring the three
+    attributes the annotations carry (the same specs as <meta>)."""
+    def attribute(name: str, kind: str) -> dict[str, object]:
+        values = {"select": list(classes), "text": [""], "checkbox": ["false"]}[kind]
+        return {"name": name, "mutable": False, "input_type": kind, "default_value": values[0], "values": values}
+
+    return [{"name": name, "type": "tag", "attributes": [attribute(a, kind) for a, kind in ATTRIBUTES]} for name in classes]
+
+
+def name_warnings(paths: list[str], summary: dict[str, object]) -> list[str]:
+    """What would make CVAT put a tag on the wrong frame: two images whose names differ only in the extension
+    (CVAT matches names with or without it), and files under DATA the run left out (unreadable or not images:
+    a task made from DATA holds them, so frame numbers, CVAT's fallback, shift)."""
+    stems: dict[str, list[str]] = {}
+    for path in paths:
+        stems.setdefault(Path(path).with_suffix("").as_posix(), []).append(path)
+    twins = [names for names in stems.values() if len(names) > 1]
+    warnings = [f"{len(twins)} image names differ only in the extension ({', '.join(twins[0][:2])}): CVAT matches names "
+                "without the extension too, so their tags may swap; rename one of each pair"] if twins else []
+    ignored = summary.get("ignored_files")
+    left_out = len(summary.get("skipped") or {}) + (ignored if isinstance(ignored, int) else 0)
+    if left_out:
+        warnings.append(f"{left_out} files under DATA are not in the run (skipped or not images): leave them out of the "
+                        f"CVAT task, or its frame numbers will differ from {FRAMES}'s (names still match)")
+    return warnings
 
 
 def _checked(value: str, what: str) -> str:

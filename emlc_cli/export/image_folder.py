@@ -3,6 +3,7 @@ corrected class (hard links where possible, else copies), or the run's labels fo
 (Label Studio tasks, a FiftyOne dataset, CVAT annotations). The data folder is only read."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,8 @@ from emlc_cli.data.kinds import run_source
 from emlc_cli.errors import EmlcError, OutputError
 from emlc_cli.export.hub import Published
 from emlc_cli.run_folder.writer import RunDir, check_out_dir, run_inputs
+
+log = logging.getLogger(__name__)
 
 
 def export_imagefolder(run: Path, dest: Path, overwrite: bool = False, data: str | None = None) -> Published:
@@ -39,19 +42,24 @@ def export_imagefolder(run: Path, dest: Path, overwrite: bool = False, data: str
     return Published(str(final), len(rows), changed, sum(row["split"] == "clean" for row in rows))
 
 
-def export_label_studio(run: Path, dest: Path, overwrite: bool = False, url_prefix: str | None = None) -> Published:
-    """DEST/tasks.json (Label Studio tasks, emlc's label as a pre-annotation, to-verify rows first) and
-    DEST/label_config.xml (the labeling interface to paste into the project's settings)."""
+def export_label_studio(run: Path, dest: Path, overwrite: bool = False, url_prefix: str | None = None,
+                        document_root: Path | None = None) -> Published:
+    """DEST/tasks.json (Label Studio tasks, emlc's label as a pre-annotation, to-verify rows first),
+    DEST/label_config.xml (the project's labeling interface) and, for local-files URLs, DEST/storage.json (the
+    environment Label Studio must run with and the project's Local Files storage: `emlc label-studio DEST`)."""
     import json
 
     from emlc_cli.export import label_studio as labelstudio
 
     _check_dest(run, dest, overwrite)
-    written = labelstudio.tasks(run, url_prefix)
+    written = labelstudio.tasks(run, url_prefix, document_root)
+    settings = labelstudio.storage(run, document_root) if url_prefix is None else None
     classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
     with RunDir(Path(dest), kind="export", option="DEST") as staged:
         staged.write_text(labelstudio.TASKS, json.dumps(written, indent=1) + "\n")
         staged.write_text(labelstudio.CONFIG, labelstudio.label_config(classes))
+        if settings is not None:
+            staged.write_text(labelstudio.STORAGE, json.dumps(settings, indent=1) + "\n")
         final = staged.commit()
     changed = sum(task["data"]["changed"] for task in written)
     return Published(str(final), len(written), changed, sum(task["data"]["split"] == "clean" for task in written))
@@ -76,19 +84,28 @@ def export_fiftyone(run: Path, dest: Path, overwrite: bool = False) -> Published
 
 
 def export_cvat(run: Path, dest: Path, overwrite: bool = False) -> Published:
-    """DEST/annotations.xml: emlc's labels as image tags in CVAT for images 1.1 (cvat)."""
+    """DEST/annotations.xml: emlc's labels as image tags in CVAT for images 1.1 (cvat); DEST/labels.json: the
+    labels and attribute specs the task must declare before the upload; DEST/frames.txt: the image names in the
+    task's frame order. What would defeat CVAT's name matching is logged as a warning."""
     import io
+    import json
 
     from emlc_cli.export import cvat
 
     _check_dest(run, dest, overwrite)
     tree, images, changed = cvat.annotations(run, cvat.task_name(run))
+    classes = run_folder.read_json(Path(run) / run_folder.config_file(run_folder.STUDENT))["classes"]
+    rows = run_folder.read_corrected(run)
+    for warning in cvat.name_warnings([row["path"] for row in rows], run_folder.read_json(Path(run) / run_folder.SUMMARY, required=False)):
+        log.warning(warning)
     buffer = io.BytesIO()
     tree.write(buffer, encoding="utf-8", xml_declaration=True)
     with RunDir(Path(dest), kind="export", option="DEST") as staged:
         staged.write_text(cvat.ANNOTATIONS, buffer.getvalue().decode("utf-8") + "\n")
+        staged.write_text(cvat.LABELS, json.dumps(cvat.labels_spec(classes), indent=1) + "\n")
+        staged.write_text(cvat.FRAMES, "".join(name + "\n" for name in cvat.frame_names([row["path"] for row in rows])))
         final = staged.commit()
-    verified = sum(row["split"] == "clean" for row in run_folder.read_corrected(run))
+    verified = sum(row["split"] == "clean" for row in rows)
     return Published(str(final), images, changed, verified)
 
 

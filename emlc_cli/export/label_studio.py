@@ -19,8 +19,8 @@ from emlc_cli.errors import DataError
 from emlc_cli.jsonfile import read_json_file
 
 FROM_NAME, TO_NAME = "label", "image"  # the control and object names of label_config()
-LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local-files URL (LOCAL_FILES_SERVING_ENABLED=true)
-TASKS, CONFIG = "tasks.json", "label_config.xml"
+LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local-files URL: a path under LOCAL_FILES_DOCUMENT_ROOT
+TASKS, CONFIG, STORAGE = "tasks.json", "label_config.xml", "storage.json"
 MAX_EXPORT_BYTES = 1 << 30  # a decisions file larger than this is refused, not read into memory
 
 
@@ -32,16 +32,38 @@ def label_config(classes: list[str]) -> str:
             "  </Choices>\n</View>\n")
 
 
-def tasks(run: Path, url_prefix: Optional[str] = None) -> list[dict[str, Any]]:
+def tasks(run: Path, url_prefix: Optional[str] = None, document_root: Optional[Path] = None) -> list[dict[str, Any]]:
     """One task per image of an image-folder run: the to-verify rows first (best first), then the rest, least
-    confident first. `url_prefix` + the image's path under DATA makes its URL (default: Label Studio's
-    local-files URL of the absolute path, for LOCAL_FILES_DOCUMENT_ROOT=/)."""
+    confident first. `url_prefix` + the image's path under DATA makes its URL; without it, Label Studio's
+    local-files URL of the path under `document_root` (default: DATA's parent; see `storage`)."""
     root = run_folder.image_folder_root(run, "a Label Studio export (tasks point at image files)")
+    under = None if url_prefix is not None else _relative_root(root, document_root or root.resolve().parent)
     rows = read_image_rows(run, root)
     first = [r["path"] for r in run_folder.read_to_verify(run)]
     rank = {path: i for i, path in enumerate(first)}
     ordered = sorted(rows, key=lambda r: (rank.get(r["path"], len(rank)), float(r["confidence"])))
-    return [_task(row, _url(root, row["path"], url_prefix), row["path"] in rank) for row in ordered]
+    return [_task(row, _url(under, row["path"], url_prefix), row["path"] in rank) for row in ordered]
+
+
+def storage(run: Path, document_root: Optional[Path] = None) -> dict[str, Any]:
+    """What Label Studio needs to serve the tasks' images: its two environment variables and the project's Local
+    Files storage (a folder strictly under the document root, which Label Studio requires: DATA itself)."""
+    root = run_folder.image_folder_root(run, "a Label Studio export (tasks point at image files)").resolve()
+    document_root = Path(document_root or root.parent).resolve()
+    _relative_root(root, document_root)
+    return {"env": {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+                    "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(document_root)},
+            "local_files_storage": {"path": str(root), "use_blob_urls": False}}
+
+
+def _relative_root(root: Path, document_root: Path) -> str:
+    """DATA's path under the document root, which must hold it strictly (Label Studio refuses a storage that is
+    the document root itself)."""
+    root, document_root = root.resolve(), Path(document_root).resolve()
+    if document_root not in root.parents:
+        raise DataError(f"--document-root {document_root} must be a folder above the run's data folder {root}, "
+                        "as Label Studio serves only storages under its LOCAL_FILES_DOCUMENT_ROOT")
+    return root.relative_to(document_root).as_posix()
 
 
 def _task(row: dict[str, str], url: str, to_verify: bool) -> dict[str, Any]:
@@ -52,10 +74,10 @@ def _task(row: dict[str, str], url: str, to_verify: bool) -> dict[str, Any]:
                                            "result": [result]}]}
 
 
-def _url(root: Path, path: str, prefix: Optional[str]) -> str:
+def _url(under: Optional[str], path: str, prefix: Optional[str]) -> str:
     if prefix is not None:
         return prefix + quote(path)
-    return LOCAL_FILES + quote(str((root / path).resolve()).lstrip("/"))
+    return LOCAL_FILES + quote(f"{under}/{path}")
 
 
 def read_decisions(path: Path) -> list[tuple[str, str, int]]:

@@ -173,18 +173,20 @@ def recipe_path(name_or_path: str) -> Path:
 
 def load_recipe(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """A shipped recipe or a YAML file, with `section.key=value` overrides applied. An error in a value that came
-    from an override names the override, not the file."""
+    from an override names the override, not the file. `train.epochs` lowered without `meta.warmup_epochs` scales
+    the file's warm-up with it (`_scale_warmup`)."""
     path = recipe_path(name_or_path)
     raw = _read_yaml(path)
     shipped = _shipped_epochs(raw)
     _refuse_repeated(overrides)
     overridden = {_apply_override(raw, override, str(path)): override.strip() for override in overrides}
+    scaled = _scale_warmup(raw, overridden, shipped)
     raw.setdefault("name", path.stem)
     try:
         recipe = recipe_from_dict(raw, source=str(path))
     except RecipeError as err:
-        raise _blame(err, overridden, shipped, raw, path) from None
-    return dataclasses.replace(recipe, origin=_origin(name_or_path, path, raw, list(overridden.values())))
+        raise _blame(err, overridden) from None
+    return dataclasses.replace(recipe, origin=_origin(name_or_path, path, raw, [*overridden.values(), *scaled]))
 
 
 def _origin(given: str, path: Path, raw: dict[str, Any], overrides: list[str]) -> str:
@@ -201,28 +203,29 @@ def _shipped_epochs(raw: dict[str, Any]) -> tuple[Any, Any]:
     return section("train").get("epochs", TrainConfig.epochs), section("meta").get("warmup_epochs", MetaConfig.warmup_epochs)
 
 
-def _blame(err: RecipeError, overridden: dict[str, str], shipped: tuple[Any, Any], raw: dict[str, Any],
-           path: Path) -> RecipeError:
+def _scale_warmup(raw: dict[str, Any], overridden: dict[str, str], shipped: tuple[Any, Any]) -> list[str]:
+    """train.epochs lowered on the command line, meta.warmup_epochs not given: the warm-up keeps the file's share of
+    the epochs (rounded half up, at least 1, at most epochs - 1), so `--recipe quick train.epochs=3` runs (warm-up 2 of 3).
+    Returns the origin's note of the scaled key, or nothing when nothing was scaled."""
+    old_epochs, warmup = shipped
+    epochs = raw["train"].get("epochs") if "train.epochs" in overridden else None
+    if "meta.warmup_epochs" in overridden or not all(type(v) is int for v in (epochs, old_epochs, warmup)) \
+            or not 0 < epochs < old_epochs:
+        return []
+    share = min(warmup, epochs - 1, max(1, (2 * warmup * epochs + old_epochs) // (2 * old_epochs)))
+    if share == warmup:
+        return []
+    raw.setdefault("meta", {})["warmup_epochs"] = share
+    return [f"meta.warmup_epochs={share} (scaled with train.epochs)"]
+
+
+def _blame(err: RecipeError, overridden: dict[str, str]) -> RecipeError:
     """Re-word an error about a key set on the command line so that it names the override."""
-    if err.key == "meta.warmup_epochs" and "train.epochs" in overridden and err.key not in overridden:
-        return _warmup_hint(overridden["train.epochs"], raw["train"]["epochs"], shipped, path)
     if err.key not in overridden:
         return err
     blamed = RecipeError(err.detail, source=f"override {overridden[err.key]} (command line)")
     blamed.key = err.key
     return blamed
-
-
-def _warmup_hint(override: str, epochs: int, shipped: tuple[Any, Any], path: Path) -> RecipeError:
-    """train.epochs lowered on the command line below the file's warm-up: say which override fixes it."""
-    old_epochs, warmup = shipped
-    scaled = max(0, min(epochs - 1, round(warmup * epochs / old_epochs))) if isinstance(old_epochs, int) and old_epochs > 0 \
-        and isinstance(warmup, int) else max(0, epochs - 1)
-    err = RecipeError(f"meta.warmup_epochs={warmup} (from {path.name}) must be smaller than train.epochs={epochs}; "
-                      f"add meta.warmup_epochs={scaled} to scale the warm-up with the epochs, or raise train.epochs",
-                      source=f"override {override} (command line)")
-    err.key = "meta.warmup_epochs"
-    return err
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:

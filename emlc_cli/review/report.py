@@ -97,12 +97,20 @@ def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
 
+def _noise_unknown(summary: dict[str, Any]) -> bool:
+    """The run could not estimate the noise (no rule was safe, or no estimate): its changes say nothing of it."""
+    estimate = summary.get("label_accuracy")
+    too_weak = isinstance(estimate, dict) and bool(estimate.get("too_weak"))
+    return too_weak or ("estimated_noise_rate" in summary and summary["estimated_noise_rate"] is None)
+
+
 def _per_class(view: RunView) -> str:
     changed = view.summary.get("changed_per_class", {})
+    unknown = _noise_unknown(view.summary)
     rows = []
     for c in view.classes:
         noisy, moved = view.noisy_per_class.get(c, 0), int(changed.get(c, 0))
-        rate = f"{moved / noisy:.1%}" if noisy else "n/a"
+        rate = "n/a" if not noisy else "unknown" if unknown else f"{moved / noisy:.1%}"
         rows.append(f'<tr data-class="{e(c)}"><th>{e(c)}</th><td>{noisy:,}</td><td>{moved:,}</td><td>{rate}</td></tr>')
     return ('<table class="per-class"><caption>Estimated noise per class (by given label)</caption>'
             "<thead><tr><th>class</th><th>noisy</th><th>changed</th><th>est. noise</th></tr></thead>"

@@ -23,6 +23,7 @@ PROBS_MEANING = ("class probabilities p(class | image) of the model the decision
                  "student's fine-tune; in-sample for the noisy pool and the verified images it trained on, out of "
                  "sample for the verified holdout; with correct.cross_fit, out of sample for the noisy pool and "
                  "(correct.cross_fit_verified) for every verified image, each from the fold model that never saw it")
+LABELS = "labels.npy"          # int64, one per corrected.csv row: the given label's column in PROBS (student.json classes)
 REVIEW = "review.html"         # where `emlc review` writes its report unless told otherwise
 STUDENT, TEACHER, BACKBONE = "student", "teacher", "backbone"  # model stems: STEM.safetensors + STEM.json
 STATE_FILE = "training_state.pt"  # the resumable training state, kept only in the staging folder
