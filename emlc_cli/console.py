@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.table import Column, Table
 from rich.text import Text
 
-from emlc_cli.reports import EpochReport, FoldReport, StepReport
+from emlc_cli.reports import EmbedReport, EpochReport, FoldReport, StepReport
 from emlc_cli.run_folder import TO_VERIFY
 from emlc_cli.runlog import transcript
 
@@ -127,6 +127,8 @@ class TrainingProgress:
             self._epoch(event)
         elif isinstance(event, StepReport) and self.progress is not None:
             self._step(event)
+        elif isinstance(event, EmbedReport):
+            self._embedded(event)
         elif isinstance(event, FoldReport):
             done = "kept from the interrupted run" if event.kept else f"{event.seconds:.0f}s"
             self._show(f"cross-fit fold {event.fold + 1}/{event.folds}: scored {event.rows} noisy images the fold's "
@@ -139,6 +141,22 @@ class TrainingProgress:
 
     def _prepared(self, event: "Prepared") -> None:  # its warnings are logged by the pipeline, and shown once
         self._show(f"{event.describe()}; inputs validated in {event.seconds:.1f}s")
+
+    def _embedded(self, r: EmbedReport) -> None:
+        """The frozen backbone's pass: a bar with images/s and the time left, or one line when the store had them."""
+        if r.reused:
+            self._show(f"embeddings of all {r.total} images read from the embedding store (nothing to embed)")
+            return
+        if self.progress is None:
+            return
+        stats = f"{r.images_per_s:.0f} img/s"
+        if self.task is None:
+            self.task = self.progress.add_task("embedding", total=r.total, stats=stats, count="")
+        self.progress.update(self.task, completed=r.done, stats=stats, count=f"{r.done}/{r.total}")
+        if r.done >= r.total:
+            self.progress.remove_task(self.task)
+            self.task = None
+            self._show(f"embedded {r.total} images ({r.images_per_s:.0f} img/s)")
 
     def _epoch(self, event: EpochReport) -> None:
         line = (f"epoch {event.epoch + 1} ({event.phase}): holdout accuracy student {event.student_holdout_acc:.3f}, "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 from emlc_cli.disk import writing
 from emlc_cli.errors import DataError, OutputError
 from emlc_cli.locks import acquire_lock, lock_holder, release_lock
+from emlc_cli.preprocessing import check_model_config as check_preprocessing
 from emlc_cli.run_folder import (LEGACY_RUN, MARKERS, NOT_A_RUN, SOURCE, STATE_FILE, config_file, lock_path, read_json,
                                  staging_path, weights_file)
 from emlc_cli.runlog import LOG_FILE
@@ -314,12 +315,15 @@ def check_model_config(config: Any, state: dict[str, Any], path: Path) -> None:
         raise DataError(f"key 'classes' must list {count} class names (num_classes), got {len(classes)}", path=path)
     if not isinstance(config.get("in_features", 0), int) or isinstance(config.get("in_features"), bool):
         raise DataError("key 'in_features' must be an integer", path=path)
-    if config.get("resize", "stretch") not in ("stretch", "crop"):  # absent in checkpoints from before data.resize
-        raise DataError(f"key 'resize' must be 'stretch' or 'crop', got {config['resize']!r:.60}", path=path)
+    check_preprocessing(config, path)
     frozen = config.get("frozen_backbone")
     if frozen is not None and not (isinstance(frozen, dict) and isinstance(frozen.get("architecture"), str)
                                    and isinstance(frozen.get("small_stem"), bool)):
         raise DataError("key 'frozen_backbone' must hold 'architecture' and 'small_stem'", path=path)
+    timm_record = (frozen or {}).get("timm")
+    if timm_record is not None and not (isinstance(timm_record, dict) and isinstance(timm_record.get("architecture"), str)
+                                        and isinstance(timm_record.get("kwargs"), dict)):
+        raise DataError("key 'frozen_backbone.timm' must hold 'architecture' and 'kwargs'", path=path)
     heads = sorted((k for k in state if k == "head.bias" or k.endswith(".head.bias")), key=len)
     if heads and tuple(state[heads[0]].shape) != (count,):
         raise DataError(f"key 'num_classes' is {count} but the weights' {heads[0]} has {tuple(state[heads[0]].shape)[0]} "
