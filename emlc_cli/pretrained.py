@@ -74,12 +74,8 @@ class Located:
 
 
 def locate(name: str, weights: str = "pretrained") -> Located:
-    """Find (and download once, from the Hub) the model's files; every failure is one RecipeError line."""
-    return _locate(name, weights)
-
-
-@functools.lru_cache(maxsize=16)
-def _locate(name: str, weights: str) -> Located:
+    """Find (and download once, from the Hub) the model's files; every failure is one RecipeError line. Not
+    memoised: a folder saved again gets its new digest (the file hash itself is memoised on size and mtime)."""
     if name.startswith("local-dir:"):
         return _from_folder(name, Path(name[len("local-dir:"):]).expanduser(), weights)
     if name.startswith("hf-hub:"):
