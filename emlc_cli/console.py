@@ -39,6 +39,12 @@ def warning(message: str) -> None:
     transcript().info(f"warning: {message}")
 
 
+def note(message: str) -> None:
+    """A line about a choice emlc made for the user (stderr: stdout stays the result)."""
+    err.print(f"[cyan]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    transcript().info(f"note: {message}")
+
+
 def text(message: str) -> None:
     out.print(message, highlight=False, soft_wrap=True, markup=False)
 
@@ -207,6 +213,8 @@ def clean_summary(summary: dict[str, Any], out_dir: str) -> None:
     out.print(table)
     if estimate and estimate.get("too_weak"):
         warning(too_weak_text(estimate))
+    if summary.get("pretrained_hint"):
+        note(summary["pretrained_hint"])
 
 
 def skipped_text(skipped: dict[str, str]) -> str:

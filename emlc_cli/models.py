@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from emlc_cli.backbones import BACKBONES
 from emlc_cli.errors import RecipeError
-from emlc_cli.pretrained import is_timm_model, locate
+from emlc_cli.pretrained import check_known, is_timm_model, locate
 
 log = logging.getLogger(__name__)
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -100,8 +100,9 @@ def build_teacher(name: str, num_classes: int, width: int, small_stem: bool, wei
     return Teacher(classifier, Enhancer(classifier.feature_dim, num_classes, hidden, embedding))
 
 
-def validate_backbone(name: str, weights: str) -> None:
-    """Fail before any data is read if the backbone or its weights cannot be resolved."""
+def validate_backbone(name: str, weights: str, fetch: bool = True) -> None:
+    """Fail before any data is read if the backbone or its weights cannot be resolved. `fetch=False` leaves a
+    Hub model's files unlooked-for (the name is checked against timm's registry only)."""
     if name in BACKBONES:
         if weights not in ("none", "") and not Path(weights).is_file():
             raise RecipeError(f"{name} takes 'none' or a local state-dict file, got '{weights}'", key="model.weights")
@@ -112,7 +113,10 @@ def validate_backbone(name: str, weights: str) -> None:
         if weights not in ("pretrained", "none", ""):
             raise RecipeError(f"a timm backbone takes pretrained or none, got '{weights}'; give weights of your own "
                               "as a folder: model.backbone=local-dir:DIR (timm.models.save_for_hf)", key="model.weights")
-        locate(name, weights or "none")  # found (or downloaded once) now, before any data is read
+        if fetch or name.startswith("local-dir:"):
+            locate(name, weights or "none")  # found (or downloaded once) now, before any data is read
+        else:
+            check_known(name)
         return
     import torchvision
 

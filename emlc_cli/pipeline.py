@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from emlc_cli import __version__, decision, distributed, features, metrics, run_folder, runlog
+from emlc_cli import __version__, advice, decision, distributed, features, metrics, run_folder, runlog
 from emlc_cli import resume as resume_checks
 from emlc_cli.checkpoints import Checkpoint, saved_folds, train
 from emlc_cli.data.cache import image_cache
@@ -88,6 +88,7 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
                 summary = _train_and_write(run, trainer, prepared, inputs, recipe, emit, watch, checkpoint)
                 summary["wall_seconds"] = round(time.perf_counter() - started, 2)
                 summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
+                _advise_pretrained(summary, recipe, data, prepared, out)
                 run.write_json(run_folder.SUMMARY, summary)
             final = run.commit()
     return CleanResult(final, summary)
@@ -239,6 +240,16 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision
     run.write_csv(run_folder.TO_VERIFY, run_folder.TO_VERIFY_COLUMNS, result.to_verify)
     run.write_json(run_folder.SOURCE, _source_record(ds))
     run.write_text(run_folder.RECIPE, dump_recipe(recipe))
+
+
+def _advise_pretrained(summary: dict[str, Any], recipe: Recipe, data: SourceSpec, prepared: Prepared, out: Path) -> None:
+    """A model trained from scratch too weak to correct: summary.json (and the console) say that a pretrained
+    backbone usually corrects far more, with the exact command."""
+    if not (summary["label_accuracy"] or {}).get("too_weak") or recipe.model.freeze_backbone \
+            or prepared.dataset.features is not None:
+        return
+    summary["pretrained_hint"] = advice.pretrained_hint(data.command, out)
+    summary["warnings"].append(summary["pretrained_hint"])
 
 
 def _too_weak_warning(report: dict[str, Any]) -> str:

@@ -114,12 +114,21 @@ def _read_config(name: str, path: Path) -> dict[str, Any]:
     return config
 
 
+def check_known(name: str) -> None:
+    """A registry name timm knows (nothing is looked for on the Hub); other forms are checked by locate."""
+    import timm
+
+    bare = name.removeprefix("timm:")
+    if not says_timm(name) or name.startswith("timm:"):
+        if not timm.is_model(bare):
+            raise RecipeError(f"unknown backbone '{name[:80]}'{_close(bare)}: not an emlc, torchvision or timm model name",
+                              key=KEY)
+
+
 def _from_registry(bare: str, name: str, weights: str) -> Located:
     import timm
 
-    if not timm.is_model(bare):
-        raise RecipeError(f"unknown backbone '{name[:80]}'{_close(bare)}: not an emlc, torchvision or timm model name",
-                          key=KEY)
+    check_known(name)
     architecture = bare.split(".")[0]
     if weights != "pretrained":
         return Located(name, architecture)

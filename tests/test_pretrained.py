@@ -17,7 +17,7 @@ from PIL import Image
 from timm.models import save_for_hf
 from typer.testing import CliRunner
 
-from conftest import CLASSES, COLOURS, make_image
+from conftest import TINY
 from emlc_cli.cli.app import app
 from emlc_cli.evaluation import evaluate_truth, load_student, predict_probs
 from emlc_cli.data.decode import decode_images
@@ -186,3 +186,37 @@ def test_bad_backbone_names_are_refused_before_anything_loads(noisy_folder):
     result = runner.invoke(app, ["clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]), "--recipe",
                                  "frozen", f"model.backbone=local-dir:{missing}", "--dry-run"])
     assert result.exit_code == 2 and "config.json" in result.output and str(missing) in result.output, result.output
+
+
+def test_without_recipe_images_get_the_offline_default_and_the_exact_pretrained_command(noisy_folder):
+    result = runner.invoke(app, ["clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "name: default" in result.output
+    note = next(line for line in result.output.splitlines() if line.startswith("note:"))
+    assert f"emlc clean {noisy_folder['root']} --clean {noisy_folder['clean']} --dry-run --recipe frozen" in note, note
+
+
+def test_without_recipe_a_cached_default_backbone_runs_the_frozen_recipe(noisy_folder):
+    tmp = noisy_folder["tmp"]
+    cache = hub_cache(tmp / "hub", "timm/vit_small_patch14_dinov2.lvd142m", save_tiny(tmp / "vit", "test_vit"))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp / "home")}
+    done = emlc("clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]), "--dry-run", env=env, cwd=tmp)
+    assert done.returncode == 0, done.stderr
+    assert "name: frozen" in done.stdout and "vit_small_patch14_dinov2.lvd142m is in the Hugging Face cache" in done.stderr
+
+
+def test_a_from_scratch_run_too_weak_to_correct_names_the_pretrained_command(noisy_folder):
+    """Every verified image picked by emlc: nothing to check a rule on, the run is too weak to correct."""
+    rows = [line.split(",") for line in noisy_folder["clean"].read_text().splitlines()[1:]]
+    picked = noisy_folder["tmp"] / "picked.csv"
+    picked.write_text("path,label,picked\n" + "".join(f"{p},{label},1\n" for p, label in rows))
+    out = noisy_folder["tmp"] / "weak"
+    result = runner.invoke(app, ["clean", str(noisy_folder["root"]), "--clean", str(picked), "--recipe", "quick", *TINY,
+                                 "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["label_accuracy"]["too_weak"]
+    hint = summary["pretrained_hint"]
+    assert hint in summary["warnings"] and f"--device cpu --out {out}-frozen --recipe frozen" in hint
+    assert "train.epochs" not in hint and "quick" not in hint
+    assert "pretrained backbone usually corrects far more" in " ".join(result.output.split())
