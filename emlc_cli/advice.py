@@ -70,3 +70,22 @@ def pretrained_hint(command: Optional[str], out: Optional[Path] = None) -> str:
     """What to run for a pretrained backbone, and what it downloads."""
     return (f"a pretrained backbone usually corrects far more: {frozen_command(command, out)} (downloads DINOv2 "
             "ViT-S/14, 88 MB, once; offline, add model.backbone=local-dir:DIR)")
+
+
+def downloads(backbone: str, weights: str) -> str:
+    """What a recipe's backbone downloads on first use, and whether it is here already."""
+    if weights in ("none", "") or Path(weights).suffix in (".pt", ".pth", ".safetensors") or backbone.startswith("local-dir:"):
+        return "nothing"
+    if backbone.startswith(("hf-hub:", "timm:")) or "." in backbone:
+        repo = backbone[len("hf-hub:"):] if backbone.startswith("hf-hub:") else f"timm/{backbone.removeprefix('timm:')}"
+        here = "cached here" if backbone_on_disk(backbone) else "not cached here"
+        return f"{repo} from the Hugging Face Hub, once (HF_HOME; {here})"
+    return f"{backbone} {weights} weights through torchvision, once (TORCH_HOME)"
+
+
+def recipe_cost(path: Path) -> str:
+    """The `# cost:` comment line of a recipe file ('' when it has none)."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# cost:"):
+            return line[len("# cost:"):].strip()
+    return ""

@@ -220,3 +220,16 @@ def test_a_from_scratch_run_too_weak_to_correct_names_the_pretrained_command(noi
     assert hint in summary["warnings"] and f"--device cpu --out {out}-frozen --recipe frozen" in hint
     assert "train.epochs" not in hint and "quick" not in hint
     assert "pretrained backbone usually corrects far more" in " ".join(result.output.split())
+
+
+def test_recipes_list_says_what_each_recipe_downloads_and_costs():
+    listed = runner.invoke(app, ["recipes", "list"])
+    assert listed.exit_code == 0, listed.output
+    blocks = {block.split()[0]: block for block in listed.output.split("\n") if block and not block.startswith(" ")}
+    lines = listed.output.splitlines()
+    for name in blocks:
+        at = next(i for i, line in enumerate(lines) if line.startswith(name + " "))
+        assert lines[at + 1].strip().startswith("downloads:") and lines[at + 2].strip().startswith("cost:"), name
+    frozen = lines[next(i for i, line in enumerate(lines) if line.startswith("frozen ")) + 1]
+    assert "timm/vit_small_patch14_dinov2.lvd142m from the Hugging Face Hub" in frozen and "not cached here" in frozen
+    assert lines[next(i for i, line in enumerate(lines) if line.startswith("quick ")) + 1].strip() == "downloads: nothing"
