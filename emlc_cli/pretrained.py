@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,17 @@ REPO = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?")
 REGISTRY_NAME = re.compile(r"[A-Za-z0-9][\w.\-]*")
 KEY = "model.backbone"
 LOCAL_HINT = "or save it once with timm.models.save_for_hf(model, DIR, safe_serialization=True) and name local-dir:DIR"
+
+
+def _timm() -> Any:
+    """timm, imported on first use; older releases warn about torch.jit APIs at import, which is not the user's
+    business (an error is one line)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import timm
+        import timm.data
+        import timm.models
+    return timm
 
 
 def says_timm(name: str) -> bool:
@@ -55,7 +67,7 @@ def is_timm_model(name: str) -> bool:
         return True
     if name in BACKBONES:
         return False
-    import timm
+    timm = _timm()
     import torchvision
 
     return name not in torchvision.models.list_models(module=torchvision.models) and timm.is_model(name)
@@ -116,8 +128,7 @@ def _read_config(name: str, path: Path) -> dict[str, Any]:
 
 def check_known(name: str) -> None:
     """A registry name timm knows (nothing is looked for on the Hub); other forms are checked by locate."""
-    import timm
-
+    timm = _timm()
     bare = name.removeprefix("timm:")
     if not says_timm(name) or name.startswith("timm:"):
         if not timm.is_model(bare):
@@ -126,8 +137,7 @@ def check_known(name: str) -> None:
 
 
 def _from_registry(bare: str, name: str, weights: str) -> Located:
-    import timm
-
+    timm = _timm()
     check_known(name)
     architecture = bare.split(".")[0]
     if weights != "pretrained":
@@ -145,8 +155,7 @@ def _from_registry(bare: str, name: str, weights: str) -> Located:
 def _close(word: str) -> str:
     import difflib
 
-    import timm
-
+    timm = _timm()
     close = difflib.get_close_matches(word, timm.list_models(pretrained=True) + timm.list_models(), n=3)
     return f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
 
@@ -209,8 +218,7 @@ def model_kwargs(located: Located, size: int = 0) -> dict[str, Any]:
 
 def build(located: Located, size: int = 0) -> tuple[Any, dict[str, Any]]:
     """The network without its classifier (num_classes=0: pooled features) and timm's data config for it."""
-    import timm
-
+    timm = _timm()
     kwargs = model_kwargs(located, size)
     overlay = {"file": located.weights_file} if located.weights_file else None
     try:
@@ -225,6 +233,5 @@ def build(located: Located, size: int = 0) -> tuple[Any, dict[str, Any]]:
 
 def rebuild(architecture: str, kwargs: dict[str, Any]) -> Any:
     """The network of a run folder's frozen backbone, weights to be loaded from the run (no download)."""
-    import timm
-
+    timm = _timm()
     return timm.create_model(architecture, pretrained=False, num_classes=0, **kwargs)

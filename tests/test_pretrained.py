@@ -80,8 +80,8 @@ def test_local_dir_backbone_cleans_with_its_own_preprocessing(noisy_folder):
     own = timm.data.resolve_model_data_config(timm.create_model("test_vit", pretrained=False))
     assert config["mean"] == list(own["mean"]) and config["std"] == list(own["std"]) and config["mean"] != [0.485, 0.456, 0.406]
     assert (config["input_size"], config["crop_pct"], config["interpolation"]) == (32, own["crop_pct"], own["interpolation"])
-    assert config["frozen_backbone"]["timm"] == {"architecture": "test_vit",
-                                                  "kwargs": {"in_chans": 3, "global_pool": "token", "img_size": 32}}
+    rebuild = config["frozen_backbone"]["timm"]  # a ViT's position embeddings resampled to model.input_size
+    assert rebuild["architecture"] == "test_vit" and rebuild["kwargs"]["img_size"] == 32
 
 
 def test_predict_applies_the_recorded_preprocessing(noisy_folder):
