@@ -233,3 +233,20 @@ def test_recipes_list_says_what_each_recipe_downloads_and_costs():
     frozen = lines[next(i for i, line in enumerate(lines) if line.startswith("frozen ")) + 1]
     assert "timm/vit_small_patch14_dinov2.lvd142m from the Hugging Face Hub" in frozen and "not cached here" in frozen
     assert lines[next(i for i, line in enumerate(lines) if line.startswith("quick ")) + 1].strip() == "downloads: nothing"
+
+
+def test_readme_offline_pretrained_line_runs(noisy_folder):
+    """README's Photos block: its local-dir: line, as written, on a tiny saved model (the Hub lines are illustrative)."""
+    import re
+    import shlex
+
+    block = re.search(r"### Photos: a pretrained backbone.*?```bash\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)[1]
+    line = next(line for line in block.splitlines() if "local-dir:" in line).split("#")[0]
+    model = save_tiny(noisy_folder["tmp"] / "my_model")
+    paths = {"./photos": str(noisy_folder["root"]), "clean.csv": str(noisy_folder["clean"]),
+             "model.backbone=local-dir:./my_model": f"model.backbone=local-dir:{model}"}
+    args = [paths.get(word, word) for word in shlex.split(line)[1:]]
+    out = noisy_folder["tmp"] / "run"
+    result = runner.invoke(app, [*args, *SMALL, "--out", str(out), "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "student.json").read_text())["frozen_backbone"]["timm"]["architecture"] == "test_resnet"
