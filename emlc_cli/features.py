@@ -127,10 +127,10 @@ def _embed_all(ds: LabeledImages, encoder: Encoder, device: torch.device, worker
     distributed.share_shards_(features)
     unreadable = sorted(item for part in distributed.gather_objects(bad) for item in part)
     seconds = time.perf_counter() - started
-    log.info("embedded %d images in %.1fs (%.1f images/s, %d-d features)", len(mine), seconds, len(mine) / max(seconds, 1e-9),
-             features.shape[1])
-    stats = {"embedded": len(mine), "reused": 0, "seconds": round(seconds, 2),
-             "images_per_s": round(len(mine) / max(seconds, 1e-9), 1), "dim": int(features.shape[1])}
+    rate = len(ds) / max(seconds, 1e-9)  # every process's share together
+    log.info("embedded %d images in %.1fs (%.1f images/s, %d-d features)", len(ds), seconds, rate, features.shape[1])
+    stats = {"embedded": len(ds), "reused": 0, "seconds": round(seconds, 2), "images_per_s": round(rate, 1),
+             "dim": int(features.shape[1]), "processes": world.size}
     return Embedded(features, unreadable, stats)
 
 
