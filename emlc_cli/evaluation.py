@@ -17,7 +17,7 @@ from emlc_cli.data.kinds import load_source
 from emlc_cli.data.loaders import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.errors import DataError
-from emlc_cli.features import FrozenFeatures, rebuild_backbone
+from emlc_cli.features import FrozenFeatures, Views, rebuild_backbone
 from emlc_cli.models import build_classifier
 from emlc_cli.outputs import load_model_files
 from emlc_cli.preprocessing import from_model_config
@@ -37,7 +37,8 @@ def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict
         with _mismatch_is_one_line(Path(run) / run_folder.config_file(run_folder.BACKBONE)):
             backbone = rebuild_backbone(frozen, config["width"])
             backbone.load_state_dict(load_model_files(run, run_folder.BACKBONE)[0])
-        model = FrozenFeatures(backbone, model, bool(frozen.get("embed_flip", False)))
+        parts = frozen.get("parts")
+        model = Views(backbone, parts, model) if parts else FrozenFeatures(backbone, model, bool(frozen.get("embed_flip", False)))
     return model.to(device).eval(), config
 
 
@@ -49,6 +50,21 @@ def _mismatch_is_one_line(config: Path) -> Iterator[None]:
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"does not match its weights ({first[:160]})", path=config) from None
+
+
+def readable_probs(model: torch.nn.Module, dataset: Any, config: dict[str, Any], device: torch.device,
+                   where: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(readable row indices, the model's softmax over them), every row prepared as the run was trained."""
+    if isinstance(model, Views):  # several backbones, each with its own preprocessing
+        embedded = model.embed(dataset, device)
+        keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in embedded.unreadable])
+        return keep, predict_probs(model.head, embedded.features[torch.as_tensor(keep, dtype=torch.long)], device)
+    images, bad = decode_as_trained(dataset, config)
+    if images.ndim == 2 and images.shape[1] != config.get("in_features"):
+        raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length "
+                        f"{config.get('in_features')}", path=where)
+    keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
+    return keep, predict_probs(model, images[torch.as_tensor(keep, dtype=torch.long)], device, config=config)
 
 
 def decode_as_trained(dataset: Any, config: dict[str, Any]) -> tuple[torch.Tensor, list[tuple[int, str]]]:
@@ -86,13 +102,10 @@ def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, An
     if unknown:
         raise DataError(f"class '{unknown[0]}' is not a class of the run ({', '.join(config['classes'])})", path=data)
     truth = np.array([config["classes"].index(dataset.classes[l]) for l in dataset.labels])
-    images, bad = decode_as_trained(dataset, config)
-    if images.ndim == 2 and images.shape[1] != config.get("in_features"):
-        raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length {config.get('in_features')}", path=data)
-    keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
-    predicted = predict_images(model, images[torch.as_tensor(keep)], torch_device, config=config)
+    keep, probs = readable_probs(model, dataset, config, torch_device, data)
+    predicted = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
     return {
-        "accuracy": metrics.accuracy(predicted, truth[keep]), "images": int(len(keep)), "unreadable": len(bad),
+        "accuracy": metrics.accuracy(predicted, truth[keep]), "images": int(len(keep)), "unreadable": len(dataset) - len(keep),
         "classes": config["classes"], "per_class": metrics.per_class(predicted, truth[keep], len(config["classes"])),
     }
 

@@ -42,6 +42,7 @@ class Encoder:
     identity: dict[str, Any]
     record: dict[str, Any]
     flip: bool = False
+    parts: list["Encoder"] = field(default_factory=list)  # model.backbone=A+B: one Encoder per backbone
 
 
 @dataclass
@@ -55,7 +56,20 @@ class Embedded:
 
 def frozen_encoder(recipe: Recipe, device: torch.device) -> Encoder:
     """The recipe's backbone, frozen in eval mode on `device`: a timm model with its own preprocessing, or one of
-    emlc's / torchvision's with the recipe's image size and ImageNet statistics."""
+    emlc's / torchvision's with the recipe's image size and ImageNet statistics. Several backbones (A+B) come
+    back as one Encoder whose parts are embedded one after the other and concatenated (embed_views)."""
+    parts = [_view_encoder(dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, backbone=name)), device)
+             for name in pretrained.views(recipe.model.backbone)]
+    if len(parts) == 1:
+        return parts[0]
+    record = {"architecture": recipe.model.backbone, "small_stem": False, "weights": recipe.model.weights,
+              "embed_flip": recipe.model.embed_flip,
+              "parts": [{**part.record, "preprocessing": part.preprocessing.to_dict()} for part in parts]}
+    return Encoder(nn.ModuleList([part.module for part in parts]), parts[0].preprocessing, {}, record,
+                   recipe.model.embed_flip, parts)
+
+
+def _view_encoder(recipe: Recipe, device: torch.device) -> Encoder:
     m = recipe.model
     if pretrained.is_timm_model(m.backbone):
         encoder = _timm_encoder(recipe)
@@ -88,11 +102,25 @@ def _timm_encoder(recipe: Recipe) -> Encoder:
 
 
 def rebuild_backbone(frozen: dict[str, Any], width: int) -> nn.Module:
-    """A run's frozen backbone network (its weights are loaded from the run folder by the caller)."""
+    """A run's frozen backbone network (its weights are loaded from the run folder by the caller); several
+    backbones as a ModuleList."""
+    if frozen.get("parts"):
+        return nn.ModuleList([rebuild_backbone(part, width) for part in frozen["parts"]])
     timm_record = frozen.get("timm")
     if timm_record:
         return pretrained.rebuild(timm_record["architecture"], timm_record["kwargs"])
     return build_backbone(frozen["architecture"], width, frozen["small_stem"])[0]
+
+
+def embed_views(ds: LabeledImages, encoder: Encoder, device: torch.device, workers: int = 0,
+                emit: Callable[[Any], None] = lambda event: None) -> Embedded:
+    """embed_source for one backbone; for several, each one's (each kept in the store), concatenated."""
+    if not encoder.parts:
+        return embed_source(ds, encoder, device, workers, emit)
+    done = [embed_source(ds, part, device, workers, emit) for part in encoder.parts]
+    stats = {key: sum(d.stats.get(key, 0) for d in done) for key in ("embedded", "reused", "seconds", "dim")}
+    unreadable = sorted(set(item for d in done for item in d.unreadable))
+    return Embedded(torch.cat([d.features for d in done], dim=1), unreadable, {**stats, "views": [d.stats for d in done]})
 
 
 def embed_source(ds: LabeledImages, encoder: Encoder, device: torch.device, workers: int = 0,
@@ -106,7 +134,8 @@ def embed_source(ds: LabeledImages, encoder: Encoder, device: torch.device, work
         features = torch.from_numpy(np.load(entry.array).astype(np.float32))
         emit(EmbedReport(len(ds), len(ds), 0.0, reused=True))
         log.info("read %d embeddings from %s (embedded 0 images)", len(ds), entry.path)
-        return Embedded(features, entry.unreadable, {"embedded": 0, "reused": len(ds), "seconds": 0.0, "store": str(entry.path)})
+        return Embedded(features, entry.unreadable, {"embedded": 0, "reused": len(ds), "seconds": 0.0,
+                                                     "dim": int(features.shape[1]), "store": str(entry.path)})
     embedded = _embed_all(ds, encoder, device, workers, emit)
     if key and distributed.world().is_main:
         info = {"source": ds.origin.get("location") or str(ds.root), "rows": len(ds), "dim": embedded.features.shape[1],
@@ -198,6 +227,25 @@ class FrozenFeatures(nn.Module):
         if self.flip:
             features = (features + self.backbone(x.flip(-1)).flatten(1)) / 2
         return self.head(features)
+
+
+class Views(nn.Module):
+    """A saved run over several backbones: each part embeds images prepared its own way (its record's
+    preprocessing), the embeddings are concatenated and the head scores them. Not a forward over one image
+    tensor: `embed(ds)` decodes and embeds a source, then `head` gives the logits."""
+
+    def __init__(self, backbones: nn.ModuleList, parts: list[dict[str, Any]], head: nn.Module) -> None:
+        super().__init__()
+        self.backbones, self.head = backbones, head
+        self.encoders = [Encoder(net, Preprocessing(**{**part["preprocessing"], "mean": tuple(part["preprocessing"]["mean"]),
+                                                       "std": tuple(part["preprocessing"]["std"])}), {}, part,
+                                 bool(part.get("embed_flip", False)) )
+                         for net, part in zip(backbones, parts)]
+
+    def embed(self, ds: LabeledImages, device: torch.device) -> Embedded:
+        done = [_embed_all(ds, encoder, device, 0, lambda event: None) for encoder in self.encoders]
+        unreadable = sorted(set(item for d in done for item in d.unreadable))
+        return Embedded(torch.cat([d.features for d in done], dim=1), unreadable)
 
 
 def head_recipe(recipe: Recipe) -> Recipe:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from emlc_cli.backbones import BACKBONES
 from emlc_cli.errors import RecipeError
-from emlc_cli.pretrained import check_known, is_timm_model, locate
+from emlc_cli.pretrained import check_known, is_timm_model, locate, views
 
 log = logging.getLogger(__name__)
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -103,6 +103,10 @@ def build_teacher(name: str, num_classes: int, width: int, small_stem: bool, wei
 def validate_backbone(name: str, weights: str, fetch: bool = True) -> None:
     """Fail before any data is read if the backbone or its weights cannot be resolved. `fetch=False` leaves a
     Hub model's files unlooked-for (the name is checked against timm's registry only)."""
+    if len(views(name)) > 1:
+        for view in views(name):
+            validate_backbone(view, weights, fetch)
+        return
     if name in BACKBONES:
         if weights not in ("none", "") and not Path(weights).is_file():
             raise RecipeError(f"{name} takes 'none' or a local state-dict file, got '{weights}'", key="model.weights")

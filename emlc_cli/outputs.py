@@ -324,6 +324,11 @@ def check_model_config(config: Any, state: dict[str, Any], path: Path) -> None:
     if timm_record is not None and not (isinstance(timm_record, dict) and isinstance(timm_record.get("architecture"), str)
                                         and isinstance(timm_record.get("kwargs"), dict)):
         raise DataError("key 'frozen_backbone.timm' must hold 'architecture' and 'kwargs'", path=path)
+    for part in (frozen or {}).get("parts") or []:  # model.backbone=A+B: each part is a frozen backbone of its own
+        if not isinstance(part, dict) or not isinstance(part.get("preprocessing"), dict) \
+                or not isinstance(part["preprocessing"].get("size"), int):
+            raise DataError("key 'frozen_backbone.parts' must list backbones with their 'preprocessing'", path=path)
+        check_preprocessing({**part["preprocessing"], "input_size": part["preprocessing"]["size"]}, path)
     heads = sorted((k for k in state if k == "head.bias" or k.endswith(".head.bias")), key=len)
     if heads and tuple(state[heads[0]].shape) != (count,):
         raise DataError(f"key 'num_classes' is {count} but the weights' {heads[0]} has {tuple(state[heads[0]].shape)[0]} "

@@ -134,7 +134,7 @@ def _model_inputs(prepared: Prepared, recipe: Recipe, strict: bool, device: torc
     if recipe.model.freeze_backbone:
         with watch("embed"):
             encoder = features.frozen_encoder(recipe, device)
-            embedded = features.embed_source(ds, encoder, device, data.decode_workers, emit)
+            embedded = features.embed_views(ds, encoder, device, data.decode_workers, emit)
         skipped = _check_unreadable(prepared, embedded.unreadable, strict)
         yield _Inputs(embedded.features.to(device), skipped, [i for i in prepared.noisy if i not in skipped], encoder,
                       embedded.stats)

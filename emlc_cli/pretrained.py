@@ -47,6 +47,14 @@ def says_timm(name: str) -> bool:
     return name.startswith(PREFIXES)
 
 
+VIEWS = "+"  # model.backbone=A+B: frozen backbones whose embeddings are concatenated
+
+
+def views(name: str) -> list[str]:
+    """The backbones a `model.backbone` value names (several joined by '+', each embedding concatenated)."""
+    return name.split(VIEWS)
+
+
 def check_name(name: str, source: str | None = None) -> None:
     """The name's syntax, without importing timm (whether the model exists is answered when it is loaded)."""
     problem = None

@@ -18,7 +18,7 @@ import yaml
 from emlc_cli.backbones import BACKBONES, backbone
 from emlc_cli.corrections import RULE_NAMES
 from emlc_cli.errors import RecipeError
-from emlc_cli.pretrained import check_name
+from emlc_cli.pretrained import check_name, views
 from emlc_cli.recipe_yaml import MAX_RECIPE_BYTES  # noqa: F401 - part of this module's interface
 from emlc_cli.recipe_yaml import RecipeLoader as _RecipeLoader
 from emlc_cli.recipe_yaml import Refused as _Refused
@@ -354,8 +354,12 @@ def _check_consistency(recipe: Recipe, source: str | None) -> None:
             key="meta.steps", source=source,
         )
     model = recipe.model
-    if model.backbone not in BACKBONES:
-        check_name(model.backbone, source)
+    for name in views(model.backbone):
+        if name not in BACKBONES:
+            check_name(name, source)
+    if len(views(model.backbone)) > 1 and not model.freeze_backbone:
+        raise RecipeError(f"several backbones ({model.backbone}) are concatenated embeddings: they need "
+                          "model.freeze_backbone: true (the frozen recipe)", key="model.backbone", source=source)
     if model.freeze_backbone and (backbone(model.backbone).takes_features or model.weights in ("none", "")):
         raise RecipeError(f"needs a pretrained image backbone (model.backbone={model.backbone}, model.weights={model.weights}): "
                           "set model.weights to pretrained (timm or torchvision), a torchvision weight name or a local file",

@@ -250,3 +250,22 @@ def test_readme_offline_pretrained_line_runs(noisy_folder):
     result = runner.invoke(app, [*args, *SMALL, "--out", str(out), "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "student.json").read_text())["frozen_backbone"]["timm"]["architecture"] == "test_resnet"
+
+
+def test_two_backbones_concatenate_their_embeddings_each_kept_and_prepared_its_own_way(noisy_folder):
+    tmp = noisy_folder["tmp"]
+    resnet, vit = save_tiny(tmp / "resnet"), save_tiny(tmp / "vit", "test_vit")
+    both = f"model.backbone=local-dir:{resnet}+local-dir:{vit}"
+    clean(noisy_folder, tmp / "one", f"model.backbone=local-dir:{resnet}")
+    summary = clean(noisy_folder, tmp / "both", both)
+    assert [view["embedded"] for view in summary["embedding"]["views"]] == [0, 120]  # the ResNet's were kept
+    config = json.loads((tmp / "both" / "student.json").read_text())
+    assert config["in_features"] == summary["embedding"]["dim"] == 96 + 64
+    parts = config["frozen_backbone"]["parts"]
+    assert [p["timm"]["architecture"] for p in parts] == ["test_resnet", "test_vit"]
+    assert parts[0]["preprocessing"]["interpolation"] != parts[1]["preprocessing"]["interpolation"]
+    scores = evaluate_truth(tmp / "both", noisy_folder["truth"])
+    assert scores["noisy_corrected_accuracy"] > scores["noisy_given_accuracy"] + 0.1, scores
+    classes, keys, probs = predict_run(tmp / "both", SourceSpec(str(noisy_folder["root"])), device="cpu")
+    fitted = np.array([classes.index(key.split("/")[1].split("_")[0]) for key in keys])  # file names hold the true class
+    assert len(keys) == 120 and (probs.argmax(1) == fitted).mean() > 0.9
