@@ -6,7 +6,8 @@ Beside the decoded-image store (data/store.py: same EMLC_CACHE_DIR, `none` turns
 hashes what the features depend on: the source's identity (store.source_identity), the backbone and the
 digest of its weights (the Hub commit or the file's sha256), the preprocessing, flip averaging and the
 decoder. Changed weights or preprocessing give another key; an entry is written in a staging folder and
-renamed into place when complete. Torch-free."""
+renamed into place when complete. `EMLC_CACHE_MAX_GB` bounds one entry (embeddings are a small fraction of the
+pixels they replace; `emlc cache ls` lists the decoded images only). Torch-free."""
 from __future__ import annotations
 
 import hashlib
@@ -102,8 +103,8 @@ def save(key: str, features: Any, unreadable: list[tuple[int, str]], info: dict[
     import numpy as np
 
     base = root()
-    if base is None:
-        return None
+    if base is None or features.size * 2 > store.max_bytes():
+        return None  # the store is off, or these alone exceed EMLC_CACHE_MAX_GB: they last for this run only
     staged = None
     try:
         remove_stale(base)
