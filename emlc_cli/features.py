@@ -237,15 +237,18 @@ class Views(nn.Module):
     def __init__(self, backbones: nn.ModuleList, parts: list[dict[str, Any]], head: nn.Module) -> None:
         super().__init__()
         self.backbones, self.head = backbones, head
-        self.encoders = [Encoder(net, Preprocessing(**{**part["preprocessing"], "mean": tuple(part["preprocessing"]["mean"]),
-                                                       "std": tuple(part["preprocessing"]["std"])}), {}, part,
-                                 bool(part.get("embed_flip", False)) )
+        self.encoders = [Encoder(net, _recorded(part["preprocessing"]), {}, part, bool(part.get("embed_flip", False)))
                          for net, part in zip(backbones, parts)]
 
     def embed(self, ds: LabeledImages, device: torch.device) -> Embedded:
         done = [_embed_all(ds, encoder, device, 0, lambda event: None) for encoder in self.encoders]
         unreadable = sorted(set(item for d in done for item in d.unreadable))
         return Embedded(torch.cat([d.features for d in done], dim=1), unreadable)
+
+
+def _recorded(preprocessing: dict[str, Any]) -> Preprocessing:
+    """A part's preprocessing as its record holds it (checked where the model JSON is read)."""
+    return Preprocessing(**{**preprocessing, "mean": tuple(preprocessing["mean"]), "std": tuple(preprocessing["std"])})
 
 
 def head_recipe(recipe: Recipe) -> Recipe:
