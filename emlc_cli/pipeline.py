@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from emlc_cli._version import __version__
+from emlc_cli.prepare import advice
 from emlc_cli.decide import decision
 from emlc_cli.runtime import distributed
 from emlc_cli.train import frozen as features, saved_state
@@ -24,10 +25,11 @@ from emlc_cli.train import resume as resume_checks
 from emlc_cli.train.checkpoints import Checkpoint, saved_folds, train
 from emlc_cli.cache.images import image_cache
 from emlc_cli.data.labeled import LabeledImages
-from emlc_cli.cache.batches import MEAN, STD, TensorSet
+from emlc_cli.cache.batches import TensorSet
 from emlc_cli.data.spec import SourceSpec, as_spec
 from emlc_cli.errors import DataError, OutputError
 from emlc_cli.run_folder.writer import NoOutputs, RunDir, check_out_dir, load_training_state
+from emlc_cli.preprocessing import Preprocessing
 from emlc_cli.recipe.schema import Recipe, dump_recipe
 from emlc_cli.runtime.device import resolve_device, seed_everything
 from emlc_cli.prepare.same_inputs import check_same_on_every_rank
@@ -83,8 +85,8 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
         log.warning(warning)
     emit(prepared)
     seed_everything(seed)
-    with _model_inputs(prepared, recipe, strict, torch_device, out, watch) as inputs:
-        trained = features.head_recipe(recipe) if inputs.backbone is not None else recipe
+    with _model_inputs(prepared, recipe, strict, torch_device, out, watch, emit) as inputs:
+        trained = features.head_recipe(recipe) if inputs.encoder is not None else recipe
         trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, inputs.images, inputs.noisy_idx),
                               device=torch_device, seed=seed)
         if saved is not None:  # before the staging folder is opened: a refused state is left as it was
@@ -98,6 +100,7 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
                 summary = _train_and_write(run, trainer, prepared, inputs, recipe, emit, watch, checkpoint)
                 summary["wall_seconds"] = round(time.perf_counter() - started, 2)
                 summary["timing"] = _timing(watch, trainer, summary["wall_seconds"])
+                _advise_pretrained(summary, recipe, data, prepared, out)
                 run.write_json(run_folder.SUMMARY, summary)
             final = run.commit()
     return CleanResult(final, summary)
@@ -110,7 +113,8 @@ class _Inputs:
     images: torch.Tensor
     skipped: dict[int, str]
     noisy_idx: list[int]
-    backbone: torch.nn.Module | None = None
+    encoder: features.Encoder | None = None
+    embedding: dict[str, Any] | None = None  # the embedding pass: images embedded, reused from the store, seconds
 
 
 def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Prepared, inputs: _Inputs, recipe: Recipe,
@@ -125,31 +129,34 @@ def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Pr
     summary = _summary(prepared, result, trainer, inputs.skipped, recipe, trainer.device, train_seconds, inputs.noisy_idx)
     summary["finetune_kept"] = trainer.finetune_kept
     summary["finetune_holdout_accuracy"] = trainer.finetune_holdout
+    summary["embedding"] = inputs.embedding
     summary["processes"] = {"count": trainer.world.size, "backend": trainer.world.backend or None,
                             "max_weight_difference": _max_weight_difference(trainer)}
     with watch("outputs"):
-        _write_outputs(run, prepared, result, trainer, recipe, summary, inputs.backbone)
+        _write_outputs(run, prepared, result, trainer, recipe, summary, inputs.encoder)
     return summary
 
 
 @contextlib.contextmanager
 def _model_inputs(prepared: Prepared, recipe: Recipe, strict: bool, device: torch.device, out: Path,
-                  watch: Stopwatch) -> Iterator[_Inputs]:
-    """The decoded image cache (see data/cache.py), or its features under a frozen backbone."""
+                  watch: Stopwatch, emit: Event) -> Iterator[_Inputs]:
+    """The decoded image cache (see data/cache.py), or, under a frozen backbone, the images' embeddings (decoded
+    and embedded a batch at a time, kept in the embedding store: features.py)."""
     ds, data = prepared.dataset, recipe.data
+    if recipe.model.freeze_backbone:
+        with watch("embed"):
+            encoder = features.frozen_encoder(recipe, device)
+            embedded = features.embed_views(ds, encoder, device, data.decode_workers, emit)
+        skipped = _check_unreadable(prepared, embedded.unreadable, strict)
+        yield _Inputs(embedded.features.to(device), skipped, [i for i in prepared.noisy if i not in skipped], encoder,
+                      embedded.stats)
+        return
     with contextlib.ExitStack() as stack:  # an mmap cache lives until the run is written
         with watch("decode"):
             images, bad = stack.enter_context(image_cache(ds, data.image_size, data.decode_workers, data.cache, device, out.parent,
                                                                 data.resize))
         skipped = _check_unreadable(prepared, bad, strict)
-        noisy_idx = [i for i in prepared.noisy if i not in skipped]
-        if not recipe.model.freeze_backbone:
-            yield _Inputs(images, skipped, noisy_idx)
-            return
-        with watch("embed"):
-            backbone = features.frozen_backbone(recipe, device)
-            embedded = features.embed(backbone, images, device).to(device)
-        yield _Inputs(embedded, skipped, noisy_idx, backbone)
+        yield _Inputs(images, skipped, [i for i in prepared.noisy if i not in skipped])
 
 
 def _timing(watch: Stopwatch, trainer: MetaTrainer, wall: float) -> dict[str, float]:
@@ -223,7 +230,7 @@ def _tensor_sets(prepared: Prepared, images: torch.Tensor, noisy_idx: list[int])
 
 
 def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision.Result, trainer: MetaTrainer, recipe: Recipe,
-                   summary: dict, backbone: torch.nn.Module | None = None) -> None:
+                   summary: dict, encoder: features.Encoder | None = None) -> None:
     ds = prepared.dataset
     skipped = set(summary["skipped"])
     rows = [
@@ -236,16 +243,27 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision
     run.write_array(run_folder.LABELS, np.asarray(ds.labels, dtype=np.int64)[kept])
     if result.probs is not None:
         run.write_array(run_folder.PROBS, result.probs[kept])
-    config = _model_config(ds.classes, trainer.recipe, int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0)
-    if backbone is not None:  # heads over frozen features: the backbone ships beside them, so the run is self-contained
-        frozen = {"architecture": recipe.model.backbone, "small_stem": recipe.model.small_stem, "weights": recipe.model.weights}
-        config = {**config, "frozen_backbone": frozen, "input_size": recipe.data.image_size}
-        run.write_model(run_folder.BACKBONE, backbone, {**config, "role": "frozen backbone"})
+    in_features = int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0
+    preprocessing = encoder.preprocessing if encoder is not None else Preprocessing(recipe.data.image_size, recipe.data.resize)
+    config = _model_config(ds.classes, trainer.recipe, preprocessing, in_features)
+    if encoder is not None:  # heads over frozen features: the backbone ships beside them, so the run is self-contained
+        config = {**config, "frozen_backbone": encoder.record}
+        run.write_model(run_folder.BACKBONE, encoder.module, {**config, "role": "frozen backbone"})
     run.write_model(run_folder.STUDENT, trainer.student, {**config, "role": "student"})
     run.write_model(run_folder.TEACHER, trainer.teacher, {**config, "role": "teacher+enhancer"})
     run.write_csv(run_folder.TO_VERIFY, run_folder.TO_VERIFY_COLUMNS, result.to_verify)
     run.write_json(run_folder.SOURCE, _source_record(ds))
     run.write_text(run_folder.RECIPE, dump_recipe(recipe))
+
+
+def _advise_pretrained(summary: dict[str, Any], recipe: Recipe, data: SourceSpec, prepared: Prepared, out: Path) -> None:
+    """A model trained from scratch too weak to correct: summary.json (and the console) say that a pretrained
+    backbone usually corrects far more, with the exact command."""
+    if not (summary["label_accuracy"] or {}).get("too_weak") or recipe.model.freeze_backbone \
+            or prepared.dataset.features is not None:
+        return
+    summary["pretrained_hint"] = advice.pretrained_hint(data.command, out)
+    summary["warnings"].append(summary["pretrained_hint"])
 
 
 def _too_weak_warning(report: dict[str, Any]) -> str:
@@ -259,12 +277,13 @@ def _source_record(ds: LabeledImages) -> dict[str, Any]:
     return {**ds.origin, "kind": ds.kind, "root": str(Path(ds.root).resolve()), "classes": ds.classes}
 
 
-def _model_config(classes: list[str], recipe: Recipe, in_features: int = 0) -> dict[str, Any]:
-    m = recipe.model
+def _model_config(classes: list[str], recipe: Recipe, preprocessing: Preprocessing, in_features: int = 0) -> dict[str, Any]:
+    """What a model is rebuilt from, and how its images are prepared (input_size, resize, crop_pct, interpolation,
+    mean, std: evaluate, predict and the API apply them)."""
+    m, pre = recipe.model, preprocessing.to_dict()
     return {
         "architecture": m.backbone, "width": m.width, "small_stem": m.small_stem, "num_classes": len(classes),
-        "in_features": in_features,
-        "classes": classes, "input_size": recipe.data.image_size, "resize": recipe.data.resize, "mean": list(MEAN), "std": list(STD),
+        "in_features": in_features, "classes": classes, "input_size": pre.pop("size"), **pre,
         "enhancer_hidden": m.enhancer_hidden, "label_embedding": m.label_embedding, "emlc_version": __version__,
     }
 

@@ -36,6 +36,15 @@ def make_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_cached_pretrained_backbone(tmp_path_factory):
+    """`emlc clean` without --recipe runs the frozen recipe when its backbone is in the Hugging Face cache: tests
+    see an empty one, whatever the machine has cached (emlc reads HF_HUB_CACHE when it decides)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("empty-hub-cache")))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def session_image_store(tmp_path_factory):
     """A store for fixtures of module scope, which are set up before any test's own (never ~/.cache/emlc)."""
     before = os.environ.get("EMLC_CACHE_DIR")

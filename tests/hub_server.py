@@ -33,6 +33,7 @@ class FakeHub(ThreadingHTTPServer):
         self.refuse_upload: str | None = None  # when set, LFS uploads answer 403 with this message
         self.blobs: dict[str, bytes] = {}
         self.on_upload: Any = None
+        self.gated: set[str] = set()  # model repos whose files answer 401 GatedRepo, token or not
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -75,6 +76,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         path = self.path.split("?", 1)[0]
         self.server.requests.append({"method": method, "path": path, "authorization": self.headers.get("Authorization")})
+        model = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/.*", path)
+        if model and model["repo"] in self.server.gated:
+            return self._reply(401, {"error": "Access to this model is restricted."},
+                               {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to this model is restricted."})
         for route_method, pattern, handler in ROUTES:
             match = re.fullmatch(pattern, path)
             if match and route_method == method:

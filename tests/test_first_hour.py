@@ -47,7 +47,7 @@ def test_clean_help_groups_options_and_names_defaults():
     text = wide.invoke(app, ["clean", "--help"]).output
     for panel in ("Data", "Verified set", "Recipe", "Run", "Outputs", "Devices"):
         assert re.search(rf"─ {panel} ─", text), panel
-    assert "[default: default, or features with --feature-column]" in text  # rich used to eat it as markup
+    assert "[default: frozen if its backbone is cached, else default; features with --feature-column]" in text  # rich used to eat it as markup
     assert "[default: runs/NAME, NAME from DATA]" in text
 
 

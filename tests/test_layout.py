@@ -30,7 +30,7 @@ LAYERS = [
     ["review", "export", "models", "cache"],
     ["data"],
     ["run_folder", "runtime"],
-    ["_version", "metrics", "jsonfile", "errors"],
+    ["_version", "metrics", "jsonfile", "preprocessing", "errors"],
 ]
 FLOOR = {room: floor for floor, rooms in enumerate(LAYERS) for room in rooms}
 TORCH_FREE = ["emlc_cli.run_folder.layout", "emlc_cli.review", "emlc_cli.recipe.schema", "emlc_cli.models.backbones",

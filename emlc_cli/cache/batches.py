@@ -38,13 +38,14 @@ class TensorSet:
 class BatchMaker:
     """Turns uint8 images into normalised float batches, with optional crop+flip augmentation."""
 
-    def __init__(self, device: torch.device, augment: str = "crop_flip", channels_last: bool = True, pad: int = 4) -> None:
+    def __init__(self, device: torch.device, augment: str = "crop_flip", channels_last: bool = True, pad: int = 4,
+                 mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> None:
         self.device = device
         self.augment = augment
         self.channels_last = channels_last
         self.pad = pad
-        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 
     def __call__(self, images: Tensor, train: bool, generator: torch.Generator | None = None) -> Tensor:
         x = images.to(self.device, non_blocking=True).float()

@@ -22,11 +22,14 @@ RESIZES = ("stretch", "crop")
 
 
 def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range | None = None,
-                  out: torch.Tensor | None = None, resize: str = "stretch") -> tuple[torch.Tensor, list[tuple[int, str]]]:
+                  out: torch.Tensor | None = None, resize: str = "stretch", crop_pct: float = 1.0,
+                  interpolation: str = "bilinear") -> tuple[torch.Tensor, list[tuple[int, str]]]:
     """Decode every item of `rows` (default: all) once: uint8 [n, 3, size, size] for images (into `out` when
     given), float32 [n, D] for feature vectors. Unreadable images come back listed as (dataset index, reason).
     `resize`: "stretch" squashes the whole image to size x size; "crop" keeps the aspect ratio and takes the
-    centred square of the shorter side (what ImageNet backbones saw in training).
+    centred square of the shorter side (what ImageNet backbones saw in training). `crop_pct` < 1 keeps only the
+    centred fraction of that square (or of the whole image, "stretch"): a pretrained model's resize to
+    size / crop_pct then centre crop, in one resampling with `interpolation` (preprocessing.py).
 
     Baseline 8-bit JPEGs of exactly size x size px are decoded in batches by torchvision's libjpeg-turbo call
     (the same pixels as Pillow's, without Pillow's per-file header parsing in Python); everything else goes
@@ -47,14 +50,15 @@ def decode_images(data: LabeledImages, size: int, workers: int = 0, rows: range 
         i, blob = item
         try:
             opened = Image.open(io.BytesIO(blob)) if blob is not None else data.open(i)
-            out[i - rows.start] = torch.from_numpy(_read_rgb(opened, size, resize)).permute(2, 0, 1)
+            out[i - rows.start] = torch.from_numpy(_read_rgb(opened, size, resize, crop_pct, interpolation)).permute(2, 0, 1)
         except UNREADABLE as err:
             bad.append((i, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
 
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
         for start in range(rows.start, rows.stop, BATCH):
             chunk = range(start, min(start + BATCH, rows.stop))
-            rest = _decode_exact_jpegs(list(zip(chunk, data.blobs(chunk))), size, out, rows.start)
+            items = list(zip(chunk, data.blobs(chunk)))
+            rest = _decode_exact_jpegs(items, size, out, rows.start) if crop_pct == 1.0 else items
             list(pool.map(work, rest))
     return out, sorted(bad)
 
@@ -100,10 +104,12 @@ def jpeg_frame(blob: bytes) -> tuple[int, int, int, bool] | None:
     return None
 
 
-def _read_rgb(opened: Image.Image, size: int, resize: str = "stretch") -> np.ndarray:
+def _read_rgb(opened: Image.Image, size: int, resize: str = "stretch", crop_pct: float = 1.0,
+              interpolation: str = "bilinear") -> np.ndarray:
+    whole = int(np.ceil(size / min(crop_pct, 1.0)))  # the side the crop is taken from
     with opened as img:
-        if img.format == "JPEG" and min(img.size) >= 2 * size:
-            img.draft(None, (size, size))  # decode at 1/2, 1/4 or 1/8 scale, still >= size: the resize below finishes
+        if img.format == "JPEG" and min(img.size) >= 2 * whole:
+            img.draft(None, (whole, whole))  # decode at 1/2, 1/4 or 1/8 scale, still >= size: the resize below finishes
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             scale = 1.0 / 256.0 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 1.0
@@ -113,16 +119,21 @@ def _read_rgb(opened: Image.Image, size: int, resize: str = "stretch") -> np.nda
             background.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1])
             img = background
         img = img.convert("RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR, box=_source_box(img.size, resize))
+        if img.size != (size, size) or crop_pct != 1.0:
+            img = img.resize((size, size), RESAMPLE[interpolation], box=_source_box(img.size, resize, crop_pct))
         return np.array(img, dtype=np.uint8)
 
 
-def _source_box(width_height: tuple[int, int], resize: str) -> tuple[float, float, float, float]:
-    """The part of the image that becomes the output square: all of it, or its centred square ("crop")."""
+RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS,
+            "box": Image.BOX, "hamming": Image.HAMMING}
+
+
+def _source_box(width_height: tuple[int, int], resize: str, crop_pct: float = 1.0) -> tuple[float, float, float, float]:
+    """The part of the image that becomes the output square: all of it, or its centred square ("crop"), each
+    narrowed to its centred `crop_pct`."""
     width, height = width_height
-    if resize != "crop" or width == height:
-        return (0.0, 0.0, float(width), float(height))
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    return (left, top, left + side, top + side)
+    if resize == "crop":
+        width = height = min(width, height)
+    box_w, box_h = width * min(crop_pct, 1.0), height * min(crop_pct, 1.0)
+    left, top = (width_height[0] - box_w) / 2, (width_height[1] - box_h) / 2
+    return (left, top, left + box_w, top + box_h)

@@ -2,6 +2,7 @@
 emlc_cli.clean calls too), print."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -46,7 +47,8 @@ def clean_command(
     recipe: Annotated[Optional[str], typer.Option("--recipe", "-r", metavar="NAME|FILE", rich_help_panel=RECIPE,
                                                   show_default=False,
                                                   help="Shipped recipe name (`emlc recipes list`) or a YAML file. "
-                                                       "\\[default: default, or features with --feature-column]")] = None,
+                                                       "\\[default: frozen if its backbone is cached, else default; "
+                                                       "features with --feature-column]")] = None,
     seed: SeedOpt = 0,
     resume: Annotated[bool, typer.Option("--resume", metavar=FLAG, rich_help_panel=RUN,
                                          help="Continue an interrupted run into the same --out.")] = False,
@@ -73,6 +75,8 @@ def clean_command(
     spec = build_spec(data, labels, config, split, revision, image_column, label_column, id_column, feature_column,
                       command=command_line(ctx), stream=stream)
     checked = preflight.check_clean(spec, clean, recipe, overrides or [], out, device, seed, overwrite, resume)
+    if checked.note and not quiet and preflight.is_main_process() and (nproc == 1 or "LOCAL_RANK" in os.environ):
+        console.note(checked.note)
     if dry_run:
         _dry_run(checked, device)
         return

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.table import Column, Table
 from rich.text import Text
 
-from emlc_cli.train.events import EpochReport, FoldReport, StepReport
+from emlc_cli.train.events import EmbedReport, EpochReport, FoldReport, StepReport
 from emlc_cli.run_folder.layout import TO_VERIFY
 from emlc_cli.run_folder.log import transcript
 from emlc_cli.runtime.device import rank_prefix
@@ -40,8 +40,9 @@ def warning(message: str) -> None:
 
 
 def note(message: str) -> None:
-    """A status line on stderr (stdout stays for the results)."""
-    err.print(message, highlight=False, soft_wrap=True, markup=False)
+    """A line about a choice emlc made for the user (stderr: stdout stays the result)."""
+    err.print(f"[cyan]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    transcript().info(f"note: {message}")
 
 
 def text(message: str) -> None:
@@ -131,6 +132,8 @@ class TrainingProgress:
             self._epoch(event)
         elif isinstance(event, StepReport) and self.progress is not None:
             self._step(event)
+        elif isinstance(event, EmbedReport):
+            self._embedded(event)
         elif isinstance(event, FoldReport):
             done = "kept from the interrupted run" if event.kept else f"{event.seconds:.0f}s"
             self._show(f"cross-fit fold {event.fold + 1}/{event.folds}: scored {event.rows} noisy images the fold's "
@@ -143,6 +146,22 @@ class TrainingProgress:
 
     def _prepared(self, event: "Prepared") -> None:  # its warnings are logged by the pipeline, and shown once
         self._show(f"{event.describe()}; inputs validated in {event.seconds:.1f}s")
+
+    def _embedded(self, r: EmbedReport) -> None:
+        """The frozen backbone's pass: a bar with images/s and the time left, or one line when the store had them."""
+        if r.reused:
+            self._show(f"embeddings of all {r.total} images read from the embedding store (nothing to embed)")
+            return
+        if self.progress is None:
+            return
+        stats = f"{r.images_per_s:.0f} img/s"
+        if self.task is None:
+            self.task = self.progress.add_task("embedding", total=r.total, stats=stats, count="")
+        self.progress.update(self.task, completed=r.done, stats=stats, count=f"{r.done}/{r.total}")
+        if r.done >= r.total:
+            self.progress.remove_task(self.task)
+            self.task = None
+            self._show(f"embedded {r.total} images ({r.images_per_s:.0f} img/s)")
 
     def _epoch(self, event: EpochReport) -> None:
         line = (f"epoch {event.epoch + 1} ({event.phase}): holdout accuracy student {event.student_holdout_acc:.3f}, "
@@ -193,6 +212,8 @@ def clean_summary(summary: dict[str, Any], out_dir: str) -> None:
     out.print(table)
     if estimate and estimate.get("too_weak"):
         warning(too_weak_text(estimate))
+    if summary.get("pretrained_hint"):
+        note(summary["pretrained_hint"])
 
 
 def skipped_text(skipped: dict[str, str]) -> str:

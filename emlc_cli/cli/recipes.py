@@ -11,12 +11,18 @@ from emlc_cli.errors import OutputError
 
 
 def list_command() -> None:
-    """List the shipped recipes."""
+    """List the shipped recipes: what each does, downloads and costs."""
     from emlc_cli.cli import console
-    from emlc_cli.recipe.schema import builtin_recipe_names, load_recipe
+    from emlc_cli.prepare.advice import downloads, recipe_cost
+    from emlc_cli.recipe.schema import builtin_recipe_names, load_recipe, recipe_path
 
     for name in builtin_recipe_names():
-        console.text(f"{name:<16} {load_recipe(name).description}")
+        recipe = load_recipe(name)
+        console.text(f"{name:<20} {recipe.description}")
+        console.text(f"{'':<20}   downloads: {downloads(recipe.model.backbone, recipe.model.weights)}")
+        cost = recipe_cost(recipe_path(name))
+        if cost:
+            console.text(f"{'':<20}   cost: {cost}")
 
 
 def show_command(name: Annotated[str, typer.Argument(metavar="NAME", help="Recipe name or path.")]) -> None:

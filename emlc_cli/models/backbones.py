@@ -42,12 +42,14 @@ BACKBONES: dict[str, Backbone] = {
     "mlp": Backbone(_feature_mlp, takes_features=True),
 }
 TORCHVISION = Backbone()  # the traits of every other name (ResNets take the recorded-activation path)
+TIMM = Backbone(recorded_jvp=False)  # timm networks: J g through torch.func.jvp (their layers are not all recorded)
+TIMM_PREFIXES = ("hf-hub:", "local-dir:", "timm:")  # names that always mean timm (pretrained.py)
 FEATURE_HEAD = "mlp"  # the heads trained on cached features (frozen-backbone mode)
 
 
 def backbone(name: str) -> Backbone:
-    """The table's entry for `name`, else the torchvision traits."""
-    return BACKBONES.get(name, TORCHVISION)
+    """The table's entry for `name`, else the timm traits for a name that says timm, else torchvision's."""
+    return TIMM if name.startswith(TIMM_PREFIXES) else BACKBONES.get(name, TORCHVISION)
 
 
 def check_model_input(data: "LabeledImages", name: str) -> None:

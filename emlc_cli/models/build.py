@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from emlc_cli.models.backbones import BACKBONES
 from emlc_cli.errors import RecipeError
+from emlc_cli.models.pretrained import check_known, is_timm_model, locate, views
 
 log = logging.getLogger(__name__)
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -99,13 +100,27 @@ def build_teacher(name: str, num_classes: int, width: int, small_stem: bool, wei
     return Teacher(classifier, Enhancer(classifier.feature_dim, num_classes, hidden, embedding))
 
 
-def validate_backbone(name: str, weights: str) -> None:
-    """Fail before any data is read if the backbone or its weights cannot be resolved."""
+def validate_backbone(name: str, weights: str, fetch: bool = True) -> None:
+    """Fail before any data is read if the backbone or its weights cannot be resolved. `fetch=False` leaves a
+    Hub model's files unlooked-for (the name is checked against timm's registry only)."""
+    if len(views(name)) > 1:
+        for view in views(name):
+            validate_backbone(view, weights, fetch)
+        return
     if name in BACKBONES:
         if weights not in ("none", "") and not Path(weights).is_file():
             raise RecipeError(f"{name} takes 'none' or a local state-dict file, got '{weights}'", key="model.weights")
         if weights not in ("none", ""):
             read_state_dict(Path(weights))  # refused now, before any data is read
+        return
+    if is_timm_model(name):
+        if weights not in ("pretrained", "none", ""):
+            raise RecipeError(f"a timm backbone takes pretrained or none, got '{weights}'; give weights of your own "
+                              "as a folder: model.backbone=local-dir:DIR (timm.models.save_for_hf)", key="model.weights")
+        if fetch or name.startswith("local-dir:"):
+            locate(name, weights or "none")  # found (or downloaded once) now, before any data is read
+        else:
+            check_known(name)
         return
     import torchvision
 
@@ -115,7 +130,8 @@ def validate_backbone(name: str, weights: str) -> None:
 
         close = difflib.get_close_matches(name, available + list(BACKBONES), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise RecipeError(f"unknown backbone '{name}'{hint}; use small_cnn or a torchvision model name", key="model.backbone")
+        raise RecipeError(f"unknown backbone '{name}'{hint}; use small_cnn, a torchvision or timm model name, "
+                          "hf-hub:ORG/NAME or local-dir:PATH", key="model.backbone")
     _resolve_weights_enum(name, weights)
     if Path(weights).suffix in (".pt", ".pth", ".safetensors"):
         read_state_dict(Path(weights))
@@ -136,8 +152,8 @@ def _resolve_weights_enum(name: str, weights: str) -> object | None:
     import torchvision
 
     enum_cls = torchvision.models.get_model_weights(name)
-    choices = [f"{enum_cls.__name__}.{m.name}" for m in enum_cls] + ["DEFAULT"]
-    if weights == "DEFAULT":
+    choices = [f"{enum_cls.__name__}.{m.name}" for m in enum_cls] + ["DEFAULT", "pretrained"]
+    if weights in ("DEFAULT", "pretrained"):
         return enum_cls.DEFAULT
     member = weights.split(".")[-1]
     if member in enum_cls.__members__:

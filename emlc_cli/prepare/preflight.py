@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from emlc_cli.cache import store
+from emlc_cli.prepare.advice import FROZEN, default_image_recipe, pretrained_hint
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.errors import RecipeError
 from emlc_cli.run_folder.writer import check_out_dir
@@ -30,10 +31,20 @@ class Checked:
     manifests: list[Path] = field(default_factory=list)  # the verified-set files, as given
     seed: int = 0
     overwrite: bool = False
+    note: Optional[str] = None  # why the recipe was chosen without --recipe, or the pretrained path it did not take
 
 
 def default_recipe(spec: SourceSpec) -> str:
-    return "features" if spec.uses_features else "default"
+    """features for feature vectors; for images the frozen (pretrained) recipe when its backbone is already on
+    disk, else the offline default (advice.py: never an implicit download)."""
+    return "features" if spec.uses_features else default_image_recipe()[0]
+
+
+def _default_note(spec: SourceSpec, recipe: Union[str, Path, Recipe, None]) -> Optional[str]:
+    if recipe is not None or spec.uses_features:
+        return None
+    chosen, why = default_image_recipe()
+    return why if chosen == FROZEN else f"recipe {chosen} (a small CNN trained from scratch); {pretrained_hint(spec.command)}"
 
 
 def check_clean(spec: SourceSpec, clean_csv: list[Path], recipe: Union[str, Path, Recipe, None], overrides: list[str],
@@ -54,7 +65,8 @@ def check_clean(spec: SourceSpec, clean_csv: list[Path], recipe: Union[str, Path
     started = time.perf_counter()
     prepared = prepare(spec, clean_csv, resolved, seed)
     prepared.seconds = time.perf_counter() - started
-    return Checked(spec, resolved, out_dir, prepared, replaces, resume, list(clean_csv), seed, overwrite)
+    return Checked(spec, resolved, out_dir, prepared, replaces, resume, list(clean_csv), seed, overwrite,
+                   _default_note(spec, recipe))
 
 
 def _resolve_recipe(recipe: Union[str, Path, Recipe, None], overrides: list[str], spec: SourceSpec) -> Recipe:

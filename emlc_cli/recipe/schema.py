@@ -15,8 +15,9 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from emlc_cli.models.backbones import backbone
+from emlc_cli.models.backbones import BACKBONES, backbone
 from emlc_cli.errors import RecipeError
+from emlc_cli.models.pretrained import check_name, views
 from emlc_cli.recipe.safe_yaml import MAX_RECIPE_BYTES  # noqa: F401 - part of this module's interface
 from emlc_cli.recipe.safe_yaml import RecipeLoader as _RecipeLoader
 from emlc_cli.recipe.safe_yaml import Refused as _Refused
@@ -45,6 +46,8 @@ class ModelConfig:
     freeze_backbone: bool = False
     enhancer_hidden: int = 128
     label_embedding: int = 32
+    input_size: int = 0        # a timm backbone's input size; 0: its pretrained config's (preprocessing.py)
+    embed_flip: bool = False   # frozen backbone: average each image's embedding with its mirror image's
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "model.width": (4, 1024),
     "model.enhancer_hidden": (4, 8192),
     "model.label_embedding": (1, 4096),
+    "model.input_size": (0, 2048),
     "meta.steps": (1, 64),
     "meta.retain_weight": (0.0, 100.0),
     "meta.warmup_epochs": (0, 10_000),
@@ -354,9 +358,16 @@ def _check_consistency(recipe: Recipe, source: str | None) -> None:
             key="meta.steps", source=source,
         )
     model = recipe.model
+    for name in views(model.backbone):
+        if name not in BACKBONES:
+            check_name(name, source)
+    if len(views(model.backbone)) > 1 and not model.freeze_backbone:
+        raise RecipeError(f"several backbones ({model.backbone}) are concatenated embeddings: they need "
+                          "model.freeze_backbone: true (the frozen recipe)", key="model.backbone", source=source)
     if model.freeze_backbone and (backbone(model.backbone).takes_features or model.weights in ("none", "")):
         raise RecipeError(f"needs a pretrained image backbone (model.backbone={model.backbone}, model.weights={model.weights}): "
-                          "set model.weights to a torchvision weight name or a local file", key="model.freeze_backbone", source=source)
+                          "set model.weights to pretrained (timm or torchvision), a torchvision weight name or a local file",
+                          key="model.freeze_backbone", source=source)
     if recipe.correct.cross_fit == 1:
         raise RecipeError("expected 0 (off) or 2 or more folds, got 1", key="correct.cross_fit", source=source)
     if recipe.meta.warmup_epochs >= recipe.train.epochs:

@@ -18,6 +18,7 @@ from emlc_cli.run_folder.disk import writing
 from emlc_cli.errors import DataError, OutputError
 from emlc_cli.run_folder.locks import acquire_lock, check_own_path, lock_holder, release_lock
 from emlc_cli.jsonfile import read_json_file
+from emlc_cli.preprocessing import check_model_config as check_preprocessing
 from emlc_cli.run_folder.layout import LEGACY_RUN, MARKERS, NOT_A_RUN, SOURCE, STATE_FILE, config_file, lock_path, read_json, staging_path, weights_file
 from emlc_cli.run_folder.log import LOG_FILE
 
@@ -318,12 +319,20 @@ def check_model_config(config: Any, state: dict[str, Any], path: Path) -> None:
         raise DataError(f"key 'classes' must list {count} class names (num_classes), got {len(classes)}", path=path)
     if not isinstance(config.get("in_features", 0), int) or isinstance(config.get("in_features"), bool):
         raise DataError("key 'in_features' must be an integer", path=path)
-    if config.get("resize", "stretch") not in ("stretch", "crop"):  # absent in checkpoints from before data.resize
-        raise DataError(f"key 'resize' must be 'stretch' or 'crop', got {config['resize']!r:.60}", path=path)
+    check_preprocessing(config, path)
     frozen = config.get("frozen_backbone")
     if frozen is not None and not (isinstance(frozen, dict) and isinstance(frozen.get("architecture"), str)
                                    and isinstance(frozen.get("small_stem"), bool)):
         raise DataError("key 'frozen_backbone' must hold 'architecture' and 'small_stem'", path=path)
+    timm_record = (frozen or {}).get("timm")
+    if timm_record is not None and not (isinstance(timm_record, dict) and isinstance(timm_record.get("architecture"), str)
+                                        and isinstance(timm_record.get("kwargs"), dict)):
+        raise DataError("key 'frozen_backbone.timm' must hold 'architecture' and 'kwargs'", path=path)
+    for part in (frozen or {}).get("parts") or []:  # model.backbone=A+B: each part is a frozen backbone of its own
+        if not isinstance(part, dict) or not isinstance(part.get("preprocessing"), dict) \
+                or not isinstance(part["preprocessing"].get("size"), int):
+            raise DataError("key 'frozen_backbone.parts' must list backbones with their 'preprocessing'", path=path)
+        check_preprocessing({**part["preprocessing"], "input_size": part["preprocessing"]["size"]}, path)
     heads = sorted((k for k in state if k == "head.bias" or k.endswith(".head.bias")), key=len)
     if heads and tuple(state[heads[0]].shape) != (count,):
         raise DataError(f"key 'num_classes' is {count} but the weights' {heads[0]} has {tuple(state[heads[0]].shape)[0]} "

@@ -18,9 +18,10 @@ from emlc_cli.data.kinds import load_source
 from emlc_cli.cache.batches import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.errors import DataError
-from emlc_cli.train.frozen import FrozenFeatures
-from emlc_cli.models.build import build_backbone, build_classifier
+from emlc_cli.train.frozen import FrozenFeatures, Views, rebuild_backbone
+from emlc_cli.models.build import build_classifier
 from emlc_cli.run_folder.writer import load_model_files
+from emlc_cli.preprocessing import from_model_config
 from emlc_cli.runtime.device import resolve_device
 
 
@@ -35,9 +36,10 @@ def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict
     frozen = config.get("frozen_backbone")
     if frozen:
         with _mismatch_is_one_line(Path(run) / run_folder.config_file(run_folder.BACKBONE)):
-            backbone, _ = build_backbone(frozen["architecture"], config["width"], frozen["small_stem"])
+            backbone = rebuild_backbone(frozen, config["width"])
             backbone.load_state_dict(load_model_files(run, run_folder.BACKBONE)[0])
-        model = FrozenFeatures(backbone, model)
+        parts = frozen.get("parts")
+        model = Views(backbone, parts, model) if parts else FrozenFeatures(backbone, model, bool(frozen.get("embed_flip", False)))
     return model.to(device).eval(), config
 
 
@@ -51,17 +53,44 @@ def _mismatch_is_one_line(config: Path) -> Iterator[None]:
         raise DataError(f"does not match its weights ({first[:160]})", path=config) from None
 
 
+def readable_probs(model: torch.nn.Module, dataset: Any, config: dict[str, Any], device: torch.device,
+                   where: Any) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """(readable row indices, the model's softmax over them, (index, reason) of every unreadable row), every row
+    prepared as the run was trained."""
+    if isinstance(model, Views):  # several backbones, each with its own preprocessing
+        embedded = model.embed(dataset, device)
+        keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in embedded.unreadable])
+        features = embedded.features[torch.as_tensor(keep, dtype=torch.long)]
+        return keep, predict_probs(model.head, features, device), list(embedded.unreadable)
+    images, bad = decode_as_trained(dataset, config)
+    if images.ndim == 2 and images.shape[1] != config.get("in_features"):
+        raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length "
+                        f"{config.get('in_features')}", path=where)
+    keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
+    return keep, predict_probs(model, images[torch.as_tensor(keep, dtype=torch.long)], device, config=config), bad
+
+
+def decode_as_trained(dataset: Any, config: dict[str, Any]) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """The images (or feature vectors) of `dataset` decoded as the run's model JSON says it was trained on them."""
+    pre = from_model_config(config)
+    return decode_images(dataset, pre.size, resize=pre.resize, crop_pct=pre.crop_pct, interpolation=pre.interpolation)
+
+
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
-    """The model's softmax over `images` (N x C float32; N x 0 for no images), in eval-mode batches."""
-    batches = BatchMaker(device, "none", channels_last=False)
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512,
+                  config: dict[str, Any] | None = None) -> np.ndarray:
+    """The model's softmax over `images` (N x C float32; N x 0 for no images), in eval-mode batches, normalised
+    with the mean/std of the run's model JSON `config` (ImageNet's without one)."""
+    pre = from_model_config(config or {"input_size": 1})
+    batches = BatchMaker(device, "none", channels_last=False, mean=pre.mean, std=pre.std)
     parts = [torch.softmax(model(batches(images[idx], train=False)).float(), 1).cpu()
              for idx in ordered_batches(len(images), batch_size)]
     return torch.cat(parts).numpy().astype(np.float32) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
-def predict_images(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
-    probs = predict_probs(model, images, device, batch_size)
+def predict_images(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512,
+                   config: dict[str, Any] | None = None) -> np.ndarray:
+    probs = predict_probs(model, images, device, batch_size, config)
     return probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
 
 
@@ -76,13 +105,10 @@ def evaluate_student(run: Path, data: Any, device: str = "auto") -> dict[str, An
     if unknown:
         raise DataError(f"class '{unknown[0]}' is not a class of the run ({', '.join(config['classes'])})", path=data)
     truth = np.array([config["classes"].index(dataset.classes[l]) for l in dataset.labels])
-    images, bad = decode_images(dataset, config["input_size"], resize=config.get("resize", "stretch"))
-    if images.ndim == 2 and images.shape[1] != config.get("in_features"):
-        raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length {config.get('in_features')}", path=data)
-    keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
-    predicted = predict_images(model, images[torch.as_tensor(keep)], torch_device)
+    keep, probs, _ = readable_probs(model, dataset, config, torch_device, data)
+    predicted = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
     return {
-        "accuracy": metrics.accuracy(predicted, truth[keep]), "images": int(len(keep)), "unreadable": len(bad),
+        "accuracy": metrics.accuracy(predicted, truth[keep]), "images": int(len(keep)), "unreadable": len(dataset) - len(keep),
         "classes": config["classes"], "per_class": metrics.per_class(predicted, truth[keep], len(config["classes"])),
     }
 

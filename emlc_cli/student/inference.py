@@ -7,17 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from emlc_cli.models.backbones import check_model_input
-from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.imagefolder import load_unlabelled_folder
 from emlc_cli.data.kinds import detect_kind, load_source
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.data.spec import SourceSpec
 from emlc_cli.run_folder.disk import write_atomic
-from emlc_cli.errors import DataError
-from emlc_cli.student.evaluation import load_student, predict_probs
+from emlc_cli.student.evaluation import load_student, readable_probs
 from emlc_cli.runtime.device import resolve_device
 
 
@@ -29,12 +26,7 @@ def predict_run(run: Path, spec: SourceSpec,
     model, config = load_student(run, torch_device)
     dataset = _readable(spec)
     check_model_input(dataset, (config.get("frozen_backbone") or config)["architecture"])
-    images, bad = decode_images(dataset, config["input_size"], resize=config.get("resize", "stretch"))
-    if images.ndim == 2 and images.shape[1] != config.get("in_features"):
-        raise DataError(f"feature vectors of length {images.shape[1]}; the run was trained on length "
-                        f"{config.get('in_features')}", path=spec.location)
-    keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in bad])
-    probs = predict_probs(model, images[torch.as_tensor(keep, dtype=torch.long)], torch_device)
+    keep, probs, bad = readable_probs(model, dataset, config, torch_device, spec.location)
     return list(config["classes"]), [dataset.paths[i] for i in keep], probs, [(dataset.paths[i], why) for i, why in bad]
 
 

@@ -36,3 +36,13 @@ class FoldReport:
     rows: int
     seconds: float
     kept: bool = False  # its predictions were saved by an interrupted run and read back (--resume)
+
+
+@dataclass
+class EmbedReport:
+    """A frozen backbone's embedding pass: `done` of `total` images, or all of them read back from the store."""
+
+    done: int
+    total: int
+    images_per_s: float
+    reused: bool = False  # the store held them: nothing embedded

@@ -1,0 +1,144 @@
+"""The persistent embedding store: a source embedded once by a frozen backbone is kept on disk, so a second round
+(`--clean decisions.csv`), a rerun, `--resume` or another torchrun rank embeds nothing.
+
+Beside the decoded-image store (data/store.py: same EMLC_CACHE_DIR, `none` turns both off), entries live under
+`embeddings/<key>/` (`embeddings.npy` float16 or float32 [N, D], `unreadable.json`, `info.json`). The key
+hashes what the features depend on: the source's identity (store.source_identity), the backbone and the
+digest of its weights (the Hub commit or the file's sha256), the preprocessing, flip averaging and the
+decoder. Changed weights or preprocessing give another key; an entry is written in a staging folder and
+renamed into place when complete. `EMLC_CACHE_MAX_GB` bounds one entry (embeddings are a small fraction of the
+pixels they replace; `emlc cache ls` lists the decoded images only). Torch-free."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from emlc_cli.cache import store
+from emlc_cli.run_folder.locks import process_alive
+
+log = logging.getLogger(__name__)
+EMBEDDINGS, UNREADABLE, INFO = "embeddings.npy", "unreadable.json", "info.json"
+ENTRY_FILES = {EMBEDDINGS, UNREADABLE, INFO}
+
+
+@dataclass
+class Entry:
+    key: str
+    path: Path
+    info: dict[str, Any]
+    unreadable: list[tuple[int, str]]
+
+    @property
+    def array(self) -> Path:
+        return self.path / EMBEDDINGS
+
+
+def root() -> Optional[Path]:
+    """Where entries live (beside the image store), or None when the store is off."""
+    images = store.root()
+    return None if images is None else images.parent / "embeddings"
+
+
+def key_for(ds: Any, encoder: dict[str, Any]) -> Optional[str]:
+    """The entry key of `ds` (a LabeledImages) under `encoder` (backbone, weights digest, preprocessing, flip);
+    None when the source cannot be fingerprinted or the store is inside the data folder."""
+    identity = store.source_identity(ds)
+    base = root()
+    if identity is None or base is None or _inside(base, ds):
+        return None
+    from PIL import __version__ as pillow
+
+    parts = {"source": identity, "encoder": encoder, "decoder": store.DECODE_VERSION, "pillow": pillow}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _inside(base: Path, ds: Any) -> bool:
+    """EMLC_CACHE_DIR inside an image folder being read: emlc never writes there."""
+    return ds.open_image is None and base.resolve().is_relative_to(Path(ds.root).resolve())
+
+
+def lookup(key: str, rows: int) -> Optional[Entry]:
+    """The complete entry for `key` holding `rows` rows, marked as just used; a damaged one is removed."""
+    base = root()
+    if base is None or not (base / key / INFO).is_file():
+        return None
+    entry = _read_entry(base / key)
+    if entry is None or not _intact(entry.array, rows):
+        log.warning("embedding cache %s is damaged or incomplete; embedding again", base / key)
+        _remove_ours(base / key)
+        return None
+    os.utime(entry.path / INFO)
+    return entry
+
+
+def _intact(path: Path, rows: int) -> bool:
+    import numpy as np
+
+    try:
+        mapped = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return mapped.dtype in (np.float16, np.float32) and mapped.ndim == 2 and mapped.shape[0] == rows
+
+
+def _read_entry(path: Path) -> Optional[Entry]:
+    try:
+        info = json.loads((path / INFO).read_text(encoding="utf-8"))
+        unreadable = [(int(i), str(reason)) for i, reason in json.loads((path / UNREADABLE).read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        return None
+    return Entry(path.name, path, info, unreadable) if isinstance(info, dict) else None
+
+
+def save(key: str, features: Any, unreadable: list[tuple[int, str]], info: dict[str, Any]) -> Optional[Entry]:
+    """Write an entry (float16 when every value fits, else float32) through a staging folder; None, with a
+    warning, when the store cannot be written (the run goes on with its features in memory)."""
+    import numpy as np
+
+    base = root()
+    if base is None or features.size * 2 > store.max_bytes():
+        return None  # the store is off, or these alone exceed EMLC_CACHE_MAX_GB: they last for this run only
+    staged = None
+    try:
+        remove_stale(base)
+        staged = store.staging_folder(base)
+        half = features.astype(np.float16)
+        np.save(staged / EMBEDDINGS, half if np.isfinite(half).all() else features.astype(np.float32))
+        (staged / UNREADABLE).write_text(json.dumps(unreadable), encoding="utf-8")
+        (staged / INFO).write_text(json.dumps({**info, "created": time.time()}, indent=1), encoding="utf-8")
+        os.rename(staged, base / key)
+    except OSError as err:  # unwritable, full, or another process committed the same key first
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        if not (base / key / INFO).is_file():
+            log.warning("cannot keep the embeddings in %s (%s); they last for this run only", base, err)
+    return _read_entry(base / key)
+
+
+def _remove_ours(folder: Path) -> None:
+    """Delete an entry folder only if it holds nothing but an entry's files."""
+    if _holds_only_entry_files(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _holds_only_entry_files(folder: Path) -> bool:
+    try:
+        return not folder.is_symlink() and folder.is_dir() and {p.name for p in folder.iterdir()} <= ENTRY_FILES
+    except OSError:
+        return False
+
+
+def remove_stale(base: Path) -> None:
+    """The staging folders of killed processes on this host (named as store.staging_folder names them)."""
+    for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        match = store.STAGING_NAME.fullmatch(entry.name)
+        if match and match[2] == store.HOST_TAG and int(match[1]) != os.getpid() and not process_alive(int(match[1])) \
+                and _holds_only_entry_files(entry):
+            shutil.rmtree(entry, ignore_errors=True)
