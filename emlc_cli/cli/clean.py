@@ -73,12 +73,12 @@ def clean_command(
                                              "needs --rdzv-endpoint.")] = 1,
     rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", metavar="HOST:PORT", rich_help_panel=DEVICES,
                                                          show_default=False,
-                                                         help="Where the machines meet: the first machine's address "
-                                                              "and a free port.")] = None,
+                                                         help="Where the machines meet: one machine's address and a "
+                                                              "port free there, the same on every machine.")] = None,
     local_addr: Annotated[Optional[str], typer.Option("--local-addr", metavar="ADDR", rich_help_panel=DEVICES,
                                                       show_default=False,
                                                       help="This machine's address as the others reach it, where its "
-                                                           "host name resolves elsewhere.")] = None,
+                                                           "host name resolves to another.")] = None,
 ) -> None:
     """Train EMLC on DATA and write corrected labels, checkpoints, a summary and a log to --out."""
     from emlc_cli.cli import console
