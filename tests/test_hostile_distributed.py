@@ -159,3 +159,20 @@ def test_a_machine_alone_gives_up_after_the_timeout_with_one_line_naming_the_end
                            f"({TIMEOUT_ENV}): start the same command, with --nnodes 2 and --rdzv-endpoint {endpoint}, "
                            f"on every machine, or raise {TIMEOUT_ENV}\n")
     assert not (noisy_folder["tmp"] / "run").exists() and not list(noisy_folder["tmp"].glob(".run*"))
+
+
+def test_a_rendezvous_that_fails_otherwise_is_one_line_naming_the_endpoint_and_the_cause():
+    from torch.distributed.elastic.rendezvous import RendezvousClosedError, RendezvousConnectionError
+
+    from emlc_cli.runtime.nodes import Nodes, rendezvous_failure
+
+    nodes = Nodes(3, "head-node:29500", "", 4.2)
+    try:
+        raise RendezvousConnectionError("see the inner exception") from RuntimeError("EADDRINUSE\n port 29500")
+    except RendezvousConnectionError as err:
+        refused = rendezvous_failure(nodes, err)
+    assert refused.startswith("cannot reach or hold the rendezvous of 3 machines at --rdzv-endpoint head-node:29500 "
+                              f"({TIMEOUT_ENV}=5 s a try): start the first machine (the one at head-node)")
+    assert refused.endswith("(EADDRINUSE port 29500)")
+    closed = rendezvous_failure(nodes, RendezvousClosedError("closed"))
+    assert closed == "the rendezvous of 3 machines at --rdzv-endpoint head-node:29500 failed: closed"

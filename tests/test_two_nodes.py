@@ -135,8 +135,19 @@ def make_nodes(hosts, dataset: dict, where: Path) -> tuple[Node, Node]:
 
 
 def finish(*procs: subprocess.Popen) -> list[tuple[int, str]]:
-    """Each process's exit code and output, once it ended (the bounded waits end it)."""
-    logs = [p.communicate(timeout=300)[0] for p in procs]
+    """Each process's exit code and output, once it ended (the bounded waits end it). Past 300 s each launcher is
+    stopped, which stops the workers it started (torchrun's handling of SIGTERM), so that none outlives the test."""
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
     return [(p.returncode, log) for p, log in zip(procs, logs)]
 
 

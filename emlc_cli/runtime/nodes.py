@@ -126,15 +126,14 @@ def torch_log_lines_off() -> Iterator[None]:
 
 def rendezvous_failure(nodes: Nodes, error: BaseException) -> str:
     """One line for a rendezvous that did not complete: the endpoint, the machines expected, the wait."""
-    wait = f"{math.ceil(nodes.timeout_s)} s ({TIMEOUT_ENV})"
+    seconds, where = math.ceil(nodes.timeout_s), f"--rdzv-endpoint {nodes.endpoint}"
     name = type(error).__name__
     if name == "RendezvousTimeoutError":
-        return (f"the {nodes.count} machines did not all join at --rdzv-endpoint {nodes.endpoint} within {wait}: start "
-                f"the same command, with --nnodes {nodes.count} and --rdzv-endpoint {nodes.endpoint}, on every machine, "
-                f"or raise {TIMEOUT_ENV}")
+        return (f"the {nodes.count} machines did not all join at {where} within {seconds} s ({TIMEOUT_ENV}): start "
+                f"the same command, with --nnodes {nodes.count} and {where}, on every machine, or raise {TIMEOUT_ENV}")
     cause = " ".join(str(error.__cause__ or error).split())[:200]
     if name == "RendezvousConnectionError":
-        return (f"cannot reach or hold the rendezvous of {nodes.count} machines at --rdzv-endpoint {nodes.endpoint} "
-                f"({TIMEOUT_ENV}={math.ceil(nodes.timeout_s)} s a try): start the first machine (the one at {nodes.host}) with the same command, "
-                f"check that this machine reaches it and that the port is free there ({cause})")
-    return f"the rendezvous of {nodes.count} machines at --rdzv-endpoint {nodes.endpoint} failed: {cause}"
+        return (f"cannot reach or hold the rendezvous of {nodes.count} machines at {where} ({TIMEOUT_ENV}={seconds} s "
+                f"a try): start the first machine (the one at {nodes.host}) with the same command, check that this "
+                f"machine reaches it and that the port is free there ({cause})")
+    return f"the rendezvous of {nodes.count} machines at {where} failed: {cause}"
