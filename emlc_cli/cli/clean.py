@@ -83,19 +83,19 @@ def clean_command(
     """Train EMLC on DATA and write corrected labels, checkpoints, a summary and a log to --out."""
     from emlc_cli.cli import console
     from emlc_cli.prepare import preflight
+    from emlc_cli.runtime.device import is_main_process, launched
     from emlc_cli.runtime.nodes import check_nodes
 
     nodes = check_nodes(nnodes, rdzv_endpoint, local_addr)
+    launches = (nproc > 1 or nodes.count > 1) and not launched()  # under torchrun already: this is a worker
     spec = build_spec(data, labels, config, split, revision, image_column, label_column, id_column, feature_column,
                       command=command_line(ctx), stream=stream)
     checked = preflight.check_clean(spec, clean, recipe, overrides or [], out, device, seed, overwrite, resume,
-                                    rank_unknown=nodes.count > 1)
+                                    rank_unknown=launches and nodes.count > 1)
     if dry_run:
         _dry_run(checked, device)
         return
-    from emlc_cli.runtime.device import is_main_process, launched
-
-    if (nproc > 1 or nodes.count > 1) and not launched():
+    if launches:
         raise typer.Exit(_launch(nproc, nodes, device))
     from emlc_cli import api  # torch: only once the inputs are known to be good
 
