@@ -172,7 +172,7 @@ def test_a_rendezvous_that_fails_otherwise_is_one_line_naming_the_endpoint_and_t
     except RendezvousConnectionError as err:
         refused = rendezvous_failure(nodes, err)
     assert refused.startswith("cannot reach or hold the rendezvous of 3 machines at --rdzv-endpoint head-node:29500 "
-                              f"({TIMEOUT_ENV}=5 s a try): start the first machine (the one at head-node)")
+                              f"({TIMEOUT_ENV}=5 s a try): start the machine at head-node with")
     assert refused.endswith("(EADDRINUSE port 29500)")
     closed = rendezvous_failure(nodes, RendezvousClosedError("closed"))
     assert closed == "the rendezvous of 3 machines at --rdzv-endpoint head-node:29500 failed: closed"

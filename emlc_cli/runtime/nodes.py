@@ -54,8 +54,8 @@ def check_nodes(nnodes: int, endpoint: str | None, local_addr: str | None) -> No
             raise UsageError(f"{given} is for several machines: add --nnodes N (N >= 2), the same on every machine")
         return Nodes()
     if endpoint is None:
-        raise UsageError(f"--nnodes {nnodes}: add --rdzv-endpoint HOST:PORT, the first machine's address and a free "
-                         "port, the same on every machine")
+        raise UsageError(f"--nnodes {nnodes}: add --rdzv-endpoint HOST:PORT, one machine's address and a port free "
+                         "there, the same on every machine")
     _check_endpoint(endpoint)
     if local_addr is not None:
         _check_local_addr(local_addr)
@@ -65,7 +65,7 @@ def check_nodes(nnodes: int, endpoint: str | None, local_addr: str | None) -> No
 def _check_endpoint(endpoint: str) -> None:
     host, _, port = endpoint.rpartition(":")
     if not _is_host_name(host) or not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise UsageError(f"--rdzv-endpoint {endpoint!r}: expected HOST:PORT, the first machine's host name or address "
+        raise UsageError(f"--rdzv-endpoint {endpoint!r}: expected HOST:PORT, one machine's host name or address "
                          "and a port from 1 to 65535 (e.g. head-node:29500)")
 
 
@@ -134,6 +134,6 @@ def rendezvous_failure(nodes: Nodes, error: BaseException) -> str:
     cause = " ".join(str(error.__cause__ or error).split())[:200]
     if name == "RendezvousConnectionError":
         return (f"cannot reach or hold the rendezvous of {nodes.count} machines at {where} ({TIMEOUT_ENV}={seconds} s "
-                f"a try): start the first machine (the one at {nodes.host}) with the same command, check that this "
+                f"a try): start the machine at {nodes.host} with the same command, check that this "
                 f"machine reaches it and that the port is free there ({cause})")
     return f"the rendezvous of {nodes.count} machines at {where} failed: {cause}"
