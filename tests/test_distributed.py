@@ -111,6 +111,8 @@ def test_two_processes_cross_fit_like_one(noisy_folder):
 def test_nproc_passes_the_rest_of_the_command_line():
     argv = ["/bin/emlc", "clean", "data", "--nproc", "4", "--clean", "c.csv", "--nproc=2", "-q"]
     assert command_args("clean", argv) == ["clean", "data", "--clean", "c.csv", "-q"]
+    machines = ["--nnodes", "2", "--rdzv-endpoint=h:1", "--local-addr", "10.0.0.2", "--resume", "--nnodes=2"]
+    assert command_args("clean", [*argv, *machines]) == ["clean", "data", "--clean", "c.csv", "-q", "--resume"]
     with pytest.raises(UsageError, match="torchrun"):
         command_args("clean", ["pytest"])
 

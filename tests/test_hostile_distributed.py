@@ -102,3 +102,77 @@ def test_a_node_with_other_inputs_is_told_which_row_differs(other, named):
     from emlc_cli.prepare.same_inputs import _first_row
 
     assert _first_row((["a.png", "b.png"], [0, 1], [10, 20]), other) == named
+
+
+# ---- emlc clean --nnodes N --rdzv-endpoint HOST:PORT [--local-addr ADDR] --------------------------------------
+@pytest.mark.parametrize("nnodes,endpoint,local_addr,named", [
+    (2, None, None, "--nnodes 2: add --rdzv-endpoint HOST:PORT"),
+    (2, "head-node", None, "--rdzv-endpoint 'head-node': expected HOST:PORT"),
+    (2, "head-node:0", None, "--rdzv-endpoint 'head-node:0'"),
+    (2, "head-node:70000", None, "--rdzv-endpoint 'head-node:70000'"),
+    (2, ":29500", None, "--rdzv-endpoint ':29500'"),
+    (2, "head node:29500", None, "--rdzv-endpoint 'head node:29500'"),
+    (1, "head-node:29500", None, "--rdzv-endpoint is for several machines: add --nnodes N"),
+    (1, None, "127.0.0.1", "--local-addr is for several machines"),
+    (2, "head-node:29500", "", "--local-addr '': expected this machine's address"),
+    (2, "head-node:29500", "203.0.113.7", "--local-addr 203.0.113.7: no network interface of this machine has this address"),
+])
+def test_bad_machine_options_are_one_line_naming_the_option(monkeypatch, nnodes, endpoint, local_addr, named):
+    from emlc_cli.runtime.nodes import check_nodes
+
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    with pytest.raises(UsageError, match=named.replace("(", r"\(")):
+        check_nodes(nnodes, endpoint, local_addr)
+
+
+def test_machine_options_become_torchruns_with_every_wait_bounded(monkeypatch):
+    """The machine whose --local-addr is the endpoint's host holds the rendezvous; gloo is told the interface."""
+    from emlc_cli.runtime.nodes import check_nodes
+
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    monkeypatch.setenv(TIMEOUT_ENV, "7.5")
+    head = check_nodes(2, "127.0.0.1:29500", "127.0.0.1")
+    assert head.torchrun_args() == ["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:29500",
+                                    "--rdzv-conf", "join_timeout=8,read_timeout=8,is_host=1", "--local-addr", "127.0.0.1"]
+    assert os.environ["GLOO_SOCKET_IFNAME"] == "lo"
+    other = check_nodes(3, "head-node:29500", None)
+    assert other.torchrun_args()[-2:] == ["--rdzv-conf", "join_timeout=8,read_timeout=8"]
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "eth7")  # the user's choice stands, address checked or not
+    assert check_nodes(2, "head-node:29500", "203.0.113.7").local_addr == "203.0.113.7"
+    assert os.environ["GLOO_SOCKET_IFNAME"] == "eth7"
+    assert check_nodes(1, None, None).torchrun_args() == ["--standalone"]
+
+
+def test_a_bad_endpoint_is_refused_before_anything_starts(noisy_folder):
+    done = clean(noisy_folder, "--nnodes", "2", "--rdzv-endpoint", "head-node", env=without_launch_env())
+    assert done.returncode == 2 and done.stderr.startswith("error: --rdzv-endpoint 'head-node': expected HOST:PORT")
+    assert done.stderr.count("\n") == 1 and not (noisy_folder["tmp"] / "run").exists()
+
+
+def test_a_machine_alone_gives_up_after_the_timeout_with_one_line_naming_the_endpoint(noisy_folder):
+    """`emlc clean --nnodes 2` runs torchrun's rendezvous itself: nobody else comes, one line after EMLC_DIST_TIMEOUT
+    (plain torchrun would wait 600 s and end in a traceback). tests/test_two_nodes.py does it across two hosts."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    done = clean(noisy_folder, "--nnodes", "2", "--rdzv-endpoint", endpoint, env=without_launch_env(**{TIMEOUT_ENV: "2"}))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"error: the 2 machines did not all join at --rdzv-endpoint {endpoint} within 2 s "
+                           f"({TIMEOUT_ENV}): start the same command, with --nnodes 2 and --rdzv-endpoint {endpoint}, "
+                           f"on every machine, or raise {TIMEOUT_ENV}\n")
+    assert not (noisy_folder["tmp"] / "run").exists() and not list(noisy_folder["tmp"].glob(".run*"))
+
+
+def test_a_rendezvous_that_fails_otherwise_is_one_line_naming_the_endpoint_and_the_cause():
+    from torch.distributed.elastic.rendezvous import RendezvousClosedError, RendezvousConnectionError
+
+    from emlc_cli.runtime.nodes import Nodes, rendezvous_failure
+
+    nodes = Nodes(3, "head-node:29500", "", 4.2)
+    try:
+        raise RendezvousConnectionError("see the inner exception") from RuntimeError("EADDRINUSE\n port 29500")
+    except RendezvousConnectionError as err:
+        refused = rendezvous_failure(nodes, err)
+    assert refused.startswith("cannot reach or hold the rendezvous of 3 machines at --rdzv-endpoint head-node:29500 "
+                              f"({TIMEOUT_ENV}=5 s a try): start the machine at head-node with")
+    assert refused.endswith("(EADDRINUSE port 29500)")
+    closed = rendezvous_failure(nodes, RendezvousClosedError("closed"))
+    assert closed == "the rendezvous of 3 machines at --rdzv-endpoint head-node:29500 failed: closed"

@@ -2,10 +2,9 @@
 emlc_cli.clean calls too), print."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -13,6 +12,9 @@ from emlc_cli.cli.options import (DATA, DEVICES, FLAG, OUTPUTS, RECIPE, RUN, VER
                                   QuietOpt, SeedOpt)
 from emlc_cli.cli.source_options import (ConfigOpt, DataArg, FeatureColumnOpt, IdColumnOpt, ImageColumnOpt, LabelColumnOpt,
                                          RevisionOpt, SplitOpt, StreamOpt, build_spec, command_line)
+
+if TYPE_CHECKING:
+    from emlc_cli.runtime.nodes import Nodes
 
 EXAMPLES = """[bold]Examples[/]
 
@@ -67,29 +69,41 @@ def clean_command(
     nproc: Annotated[int, typer.Option("--nproc", metavar="N", min=1, rich_help_panel=DEVICES,
                                        help="Processes on this machine (one per GPU, or CPU shares); runs torchrun "
                                             "for you.")] = 1,
+    nnodes: Annotated[int, typer.Option("--nnodes", metavar="N", min=1, rich_help_panel=DEVICES,
+                                        help="Machines, each running the same command with its own copy of DATA; "
+                                             "needs --rdzv-endpoint.")] = 1,
+    rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", metavar="HOST:PORT", rich_help_panel=DEVICES,
+                                                         show_default=False,
+                                                         help="Where the machines meet: one machine's address and a "
+                                                              "port free there, the same on every machine.")] = None,
+    local_addr: Annotated[Optional[str], typer.Option("--local-addr", metavar="ADDR", rich_help_panel=DEVICES,
+                                                      show_default=False,
+                                                      help="This machine's address as the others reach it, where its "
+                                                           "host name resolves to another.")] = None,
 ) -> None:
     """Train EMLC on DATA and write corrected labels, checkpoints, a summary and a log to --out."""
     from emlc_cli.cli import console
     from emlc_cli.prepare import preflight
+    from emlc_cli.runtime.device import is_main_process, launched
+    from emlc_cli.runtime.nodes import check_nodes
 
+    nodes = check_nodes(nnodes, rdzv_endpoint, local_addr)
+    launches = (nproc > 1 or nodes.count > 1) and not launched()  # under torchrun already: this is a worker
     spec = build_spec(data, labels, config, split, revision, image_column, label_column, id_column, feature_column,
                       command=command_line(ctx), stream=stream)
-    checked = preflight.check_clean(spec, clean, recipe, overrides or [], out, device, seed, overwrite, resume)
-    if checked.note and not quiet and preflight.is_main_process() and (nproc == 1 or "LOCAL_RANK" in os.environ):
+    checked = preflight.check_clean(spec, clean, recipe, overrides or [], out, device, seed, overwrite, resume,
+                                    rank_unknown=launches and nodes.count > 1)
+    if checked.note and not quiet and not launches and is_main_process():  # once, by the process that trains
         console.note(checked.note)
     if dry_run:
         _dry_run(checked, device)
         return
+    if launches:
+        raise typer.Exit(_launch(nproc, nodes, device))
     from emlc_cli import api  # torch: only once the inputs are known to be good
-    from emlc_cli.runtime import distributed
 
-    if nproc > 1 and not distributed.launched():
-        from emlc_cli.runtime.device import check_nproc
-
-        check_nproc(nproc, device)
-        raise typer.Exit(distributed.launch(nproc, distributed.command_args("clean", sys.argv)))
     _joining_note(quiet)
-    quiet = quiet or not distributed.is_main_process()  # --json: progress on stderr, the summary on stdout
+    quiet = quiet or not is_main_process()  # --json: progress on stderr, the summary on stdout
     with console.TrainingProgress(quiet, checked.recipe.train.finetune_epochs) as progress:
         run = api.run_checked(checked, device, progress, strict)
     if run is None:  # not the main process
@@ -100,6 +114,18 @@ def clean_command(
         console.text(str(run.path))
     else:
         console.clean_summary(run.summary, str(run.path))
+
+
+def _launch(nproc: int, nodes: "Nodes", device: str) -> int:
+    """Run this command under torchrun, in this process: its exit code, or one line for a rendezvous that failed."""
+    from emlc_cli.runtime.nodes import torch_log_lines_off
+
+    with torch_log_lines_off():
+        from emlc_cli.runtime import distributed
+        from emlc_cli.runtime.device import check_nproc
+
+    check_nproc(nproc, device)
+    return distributed.launch(nproc, distributed.command_args("clean", sys.argv), nodes)
 
 
 def _joining_note(quiet: bool) -> None:

@@ -48,10 +48,19 @@ def build_spec(data: str, labels: Any = None, config: Optional[str] = None, spli
                       feature_column=feature_column, command=command, streaming=stream)
 
 
+def _subcommands(ctx: typer.Context) -> list[str]:
+    """The subcommand names below the program (`clean`), however it was started (`emlc`, `python -m emlc_cli`)."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return names[::-1]
+
+
 def command_line(ctx: typer.Context, secret_params: tuple[str, ...] = ("token",)) -> str:
     """The current command rebuilt from its parsed parameters (defaults left out, secrets never included), local
     paths made absolute so that it can be pasted from any folder."""
-    words = ["emlc", *ctx.command_path.split()[1:]]
+    words = ["emlc", *_subcommands(ctx)]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         if param.name in secret_params or value is None or value == param.default or value in ((), []):

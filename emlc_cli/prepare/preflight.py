@@ -48,9 +48,12 @@ def _default_note(spec: SourceSpec, recipe: Union[str, Path, Recipe, None]) -> O
 
 
 def check_clean(spec: SourceSpec, clean_csv: list[Path], recipe: Union[str, Path, Recipe, None], overrides: list[str],
-                out: Optional[Path], device: str, seed: int = 0, overwrite: bool = False, resume: bool = False) -> Checked:
+                out: Optional[Path], device: str, seed: int = 0, overwrite: bool = False, resume: bool = False,
+                rank_unknown: bool = False) -> Checked:
     """Validate a run's inputs in the order a person fixes them (recipe, device, output, data); nothing is written.
-    `recipe`: a shipped name or YAML path (None: the default for the data), or a Recipe already resolved."""
+    `recipe`: a shipped name or YAML path (None: the default for the data), or a Recipe already resolved.
+    `rank_unknown`: the launcher of one machine of several, which learns only at the rendezvous whether it holds
+    rank 0 and so --out; rank 0 checks --out then."""
     resolved = _resolve_recipe(recipe, overrides, spec)
     parse_device(device)
     if store.root() is not None:
@@ -58,7 +61,7 @@ def check_clean(spec: SourceSpec, clean_csv: list[Path], recipe: Union[str, Path
     out_dir = Path(out) if out is not None else Path("runs") / spec.run_name()
     resume = resume or elastic_restart(out_dir)
     replaces = out_dir.exists() and overwrite and not resume
-    if is_main_process():  # before any data is read; other ranks leave --out to rank 0
+    if is_main_process() and not rank_unknown:  # before any data is read; other ranks leave --out to rank 0
         named = [p for p in (*clean_csv, spec.labels_csv, recipe) if isinstance(p, (str, Path))]
         reads = [(Path(p), "the input") for p in named if Path(p).exists()]
         check_out_dir(out_dir, spec, overwrite, resume, protect=reads)

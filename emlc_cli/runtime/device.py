@@ -56,7 +56,12 @@ def launch_env() -> Launch:
     rank = _whole("RANK", 0, size - 1)
     local_size = _whole("LOCAL_WORLD_SIZE", 1, size, default=size)
     return Launch(size, rank, _whole("LOCAL_RANK", 0, local_size - 1), local_size, _address(),
-                  _whole("MASTER_PORT", 1, 65535), _seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+                  _whole("MASTER_PORT", 1, 65535), join_timeout_s())
+
+
+def join_timeout_s() -> float:
+    """EMLC_DIST_TIMEOUT, checked: how long a process (or a machine, at the rendezvous) waits for the others."""
+    return _seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
 
 
 def _whole(name: str, low: int, high: int | None = None, default: int | None = None) -> int:

@@ -20,6 +20,7 @@ from torch.distributed.distributed_c10d import default_pg_timeout
 from emlc_cli.errors import EmlcError, LaunchError, UsageError
 from emlc_cli.runtime.device import (LAUNCH_ENV, TIMEOUT_ENV, Launch, is_main_process,  # noqa: F401 - torch-free;
                                      launch_env, launched)  # re-exported here
+from emlc_cli.runtime.nodes import Nodes, rendezvous_failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -242,9 +243,12 @@ def barrier() -> None:
         dist.barrier()
 
 
-# ---- the --nproc convenience -----------------------------------------------------------------------
+# ---- the --nproc / --nnodes convenience ------------------------------------------------------------
+LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--rdzv-endpoint", "--local-addr")  # each takes a value
+
+
 def command_args(command: str, argv: list[str]) -> list[str]:
-    """`emlc ... clean A B --nproc 2 C` -> ["clean", "A", "B", "C"]: what each worker runs."""
+    """`emlc ... clean A B --nproc 2 C --nnodes=2` -> ["clean", "A", "B", "C"]: what each worker runs."""
     if command not in argv:
         raise UsageError(f"--nproc: cannot find the '{command}' command in the command line; run it as "
                          f"torchrun --nproc-per-node N -m emlc_cli {command} ...")
@@ -253,26 +257,29 @@ def command_args(command: str, argv: list[str]) -> list[str]:
     for arg in args:
         if skip:
             skip = False
-        elif arg == "--nproc":
+        elif arg in LAUNCH_OPTIONS:
             skip = True
-        elif not arg.startswith("--nproc="):
+        elif not arg.startswith(tuple(f"{option}=" for option in LAUNCH_OPTIONS)):
             kept.append(arg)
     return kept
 
 
-def launch(nproc: int, command_args: list[str]) -> int:
-    """Run `emlc <command_args>` as `torchrun --standalone --nproc-per-node nproc` on this machine; the exit
-    code is the workers' (2 for a user error, 130 when interrupted), and rank 0 has already printed why.
+def launch(nproc: int, command_args: list[str], nodes: Nodes = Nodes()) -> int:
+    """Run `emlc <command_args>` as torchrun with `nproc` processes on this machine (`--standalone`), or on each of
+    `nodes.count` machines meeting at `nodes.endpoint`; the exit code is the workers' (2 for a user error, 130 when
+    interrupted), and rank 0 has already printed why. A rendezvous that does not complete is one LaunchError
+    naming the endpoint, after at most EMLC_DIST_TIMEOUT seconds.
 
     On CPU each process gets an equal share of the cores (torchrun alone would pin every process to 1 thread)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
     from torch.distributed.run import parse_args, run
 
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     if not os.environ.get("EMLC_DEBUG"):  # torchrun's own failure report repeats what rank 0 printed
         logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    args = ["--standalone", f"--nproc-per-node={nproc}", "-m", "emlc_cli", *command_args]
+    args = [*nodes.torchrun_args(), f"--nproc-per-node={nproc}", "-m", "emlc_cli", *command_args]
     log.info("launching: torchrun %s", " ".join(args))
     try:
         run(parse_args(args))
@@ -280,4 +287,7 @@ def launch(nproc: int, command_args: list[str]) -> int:
         return int(err.get_first_failure()[1].exitcode) or 1
     except SignalException:
         return 130
+    except RendezvousError as err:
+        log.debug("the rendezvous failed", exc_info=True)
+        raise LaunchError(rendezvous_failure(nodes, err)) from None
     return 0
