@@ -86,7 +86,11 @@ def test_a_state_pickles_no_emlc_class_then_or_now(tmp_path):
     assert interrupt(features_cmd(folder, folder / "now"), folder / "now", signal.SIGTERM) == 130
     now = plain_state(staging_path(folder / "now") / STATE_FILE)
     assert set(now) == set(before) >= {"trainer", "recipe", "seed", "inputs"}
-    assert set(now["trainer"]) == set(before["trainer"]) and now["inputs"] == before["inputs"]
+    assert set(now["trainer"]) == set(before["trainer"])
+    assert {k: v for k, v in now["inputs"].items() if k != "recipe"} == \
+        {k: v for k, v in before["inputs"].items() if k != "recipe"}
+    for section, keys in before["inputs"]["recipe"].items():  # later recipe keys add to a section, never remove
+        assert not isinstance(keys, dict) or set(keys) <= set(now["inputs"]["recipe"][section]), section
 
 
 def test_the_restricted_reader_refuses_an_emlc_class(tmp_path):
