@@ -36,6 +36,7 @@ from emlc_cli.prepare.same_inputs import check_same_on_every_rank
 from emlc_cli.runtime.timing import Stopwatch
 from emlc_cli.prepare.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
 from emlc_cli.train.trainer import MetaTrainer
+from emlc_cli.models.build import ImageInput, image_input
 
 log = logging.getLogger(__name__)
 Event = Callable[[Any], None]
@@ -88,7 +89,7 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
     with _model_inputs(prepared, recipe, strict, torch_device, out, watch, emit) as inputs:
         trained = features.head_recipe(recipe) if inputs.encoder is not None else recipe
         trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, inputs.images, inputs.noisy_idx),
-                              device=torch_device, seed=seed)
+                              device=torch_device, seed=seed, preprocessing=inputs.image_input.preprocessing)
         if saved is not None:  # before the staging folder is opened: a refused state is left as it was
             state_file = run_folder.staging_path(out) / run_folder.STATE_FILE
             saved_state.check_trainer_state(saved["trainer"], state_file, trainer)
@@ -113,6 +114,7 @@ class _Inputs:
     images: torch.Tensor
     skipped: dict[int, str]
     noisy_idx: list[int]
+    image_input: ImageInput  # how the images were prepared (and, for a trained timm backbone, its rebuild record)
     encoder: features.Encoder | None = None
     embedding: dict[str, Any] | None = None  # the embedding pass: images embedded, reused from the store, seconds
 
@@ -133,7 +135,7 @@ def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Pr
     summary["processes"] = {"count": trainer.world.size, "backend": trainer.world.backend or None,
                             "max_weight_difference": _max_weight_difference(trainer)}
     with watch("outputs"):
-        _write_outputs(run, prepared, result, trainer, recipe, summary, inputs.encoder)
+        _write_outputs(run, prepared, result, trainer, recipe, summary, inputs)
     return summary
 
 
@@ -148,15 +150,18 @@ def _model_inputs(prepared: Prepared, recipe: Recipe, strict: bool, device: torc
             encoder = features.frozen_encoder(recipe, device)
             embedded = features.embed_views(ds, encoder, device, data.decode_workers, emit)
         skipped = _check_unreadable(prepared, embedded.unreadable, strict)
-        yield _Inputs(embedded.features.to(device), skipped, [i for i in prepared.noisy if i not in skipped], encoder,
-                      embedded.stats)
+        yield _Inputs(embedded.features.to(device), skipped, [i for i in prepared.noisy if i not in skipped],
+                      ImageInput(encoder.preprocessing), encoder, embedded.stats)
         return
+    m = recipe.model
+    seen = image_input(m.backbone, m.weights, m.input_size, data.image_size, data.resize)
+    pre = seen.preprocessing
     with contextlib.ExitStack() as stack:  # an mmap cache lives until the run is written
         with watch("decode"):
-            images, bad = stack.enter_context(image_cache(ds, data.image_size, data.decode_workers, data.cache, device, out.parent,
-                                                                data.resize))
+            images, bad = stack.enter_context(image_cache(ds, pre.size, data.decode_workers, data.cache, device, out.parent,
+                                                          pre.resize, pre.crop_pct, pre.interpolation))
         skipped = _check_unreadable(prepared, bad, strict)
-        yield _Inputs(images, skipped, [i for i in prepared.noisy if i not in skipped])
+        yield _Inputs(images, skipped, [i for i in prepared.noisy if i not in skipped], seen)
 
 
 def _timing(watch: Stopwatch, trainer: MetaTrainer, wall: float) -> dict[str, float]:
@@ -230,7 +235,7 @@ def _tensor_sets(prepared: Prepared, images: torch.Tensor, noisy_idx: list[int])
 
 
 def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision.Result, trainer: MetaTrainer, recipe: Recipe,
-                   summary: dict, encoder: features.Encoder | None = None) -> None:
+                   summary: dict, inputs: _Inputs) -> None:
     ds = prepared.dataset
     skipped = set(summary["skipped"])
     rows = [
@@ -244,8 +249,10 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision
     if result.probs is not None:
         run.write_array(run_folder.PROBS, result.probs[kept])
     in_features = int(trainer.noisy.images.shape[1]) if trainer.noisy.images.ndim == 2 else 0
-    preprocessing = encoder.preprocessing if encoder is not None else Preprocessing(recipe.data.image_size, recipe.data.resize)
-    config = _model_config(ds.classes, trainer.recipe, preprocessing, in_features)
+    encoder = inputs.encoder
+    config = _model_config(ds.classes, trainer.recipe, inputs.image_input.preprocessing, in_features)
+    if inputs.image_input.timm is not None:  # a trained timm backbone: rebuilt from this record, no download
+        config["timm"] = inputs.image_input.timm
     if encoder is not None:  # heads over frozen features: the backbone ships beside them, so the run is self-contained
         config = {**config, "frozen_backbone": encoder.record}
         run.write_model(run_folder.BACKBONE, encoder.module, {**config, "role": "frozen backbone"})
@@ -257,9 +264,9 @@ def _write_outputs(run: RunDir | NoOutputs, prepared: Prepared, result: decision
 
 
 def _advise_pretrained(summary: dict[str, Any], recipe: Recipe, data: SourceSpec, prepared: Prepared, out: Path) -> None:
-    """A model trained from scratch too weak to correct: summary.json (and the console) say that a pretrained
-    backbone usually corrects far more, with the exact command."""
-    if not (summary["label_accuracy"] or {}).get("too_weak") or recipe.model.freeze_backbone \
+    """A model trained from scratch (not from pretrained weights, frozen or fine-tuned) too weak to correct:
+    summary.json (and the console) say that a pretrained backbone usually corrects far more, with the exact command."""
+    if not (summary["label_accuracy"] or {}).get("too_weak") or recipe.model.weights not in ("none", "") \
             or prepared.dataset.features is not None:
         return
     summary["pretrained_hint"] = advice.pretrained_hint(data.command, out)

@@ -129,3 +129,25 @@ def test_meta_term_gradient_is_the_detached_target_gradient():
     meta.meta_term(grad, targets).backward()
     assert torch.allclose(targets.grad, grad.detach())
     assert grad.grad is None
+
+
+def test_per_parameter_learning_rates_take_the_jvp_along_the_scaled_gradient():
+    """train.backbone_lr_factor: a step at eta * f per parameter; the target gradient along F g (meta.along_the_step)
+    equals double backward through that step, and differs from the one along g."""
+    model = tiny_model(with_norm=True)
+    (x,), (t,), xc, yc = make_batch(1)
+    factors = {n: (0.1 if n.startswith("0.") else 1.0) for n, _ in model.named_parameters()}
+    forward, eta = functional(model), 0.3
+    with batch_stats_only(model):
+        params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+        leaf = t.clone().requires_grad_(True)
+        grads = torch.autograd.grad(meta.soft_cross_entropy(forward(params, x), leaf), list(params.values()), create_graph=True)
+        stepped = {n: p - eta * factors[n] * g for (n, p), g in zip(params.items(), grads)}
+        ref = torch.autograd.grad(F.cross_entropy(forward(stepped, xc), yc), leaf)[0]
+        after = {n: v.detach().requires_grad_(True) for n, v in stepped.items()}
+        clean_grad = dict(zip(after, torch.autograd.grad(F.cross_entropy(forward(after, xc), yc), list(after.values()))))
+        before = {n: p.detach() for n, p in params.items()}
+        ours = meta.target_gradient(forward, before, meta.along_the_step(clean_grad, factors), x, eta / len(x))
+        plain = meta.target_gradient(forward, before, clean_grad, x, eta / len(x))
+    assert torch.linalg.norm(ours - ref) / torch.linalg.norm(ref) < 1e-6
+    assert torch.linalg.norm(plain - ref) / torch.linalg.norm(ref) > 1e-3

@@ -29,9 +29,9 @@ def decodes(monkeypatch):
     count = {"images": 0}
     real = cache_mod.decode_images
 
-    def counting(ds, size, workers=0, rows=None, out=None, resize="stretch"):
+    def counting(ds, size, workers=0, rows=None, out=None, **how):
         count["images"] += len(rows if rows is not None else range(len(ds)))
-        return real(ds, size, workers, rows, out, resize)
+        return real(ds, size, workers, rows, out, **how)
 
     monkeypatch.setattr(cache_mod, "decode_images", counting)
     return count

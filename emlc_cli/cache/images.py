@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +36,20 @@ from emlc_cli.runtime.device import launch_env, release_freed_heap
 log = logging.getLogger(__name__)
 CACHE_FILE = store.IMAGES
 CACHE_NAME, HOST_TAG, remove_stale_caches = store.STAGING_NAME, store.HOST_TAG, store.remove_stale  # one naming rule
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How each image becomes the cache's square (decode_images' resize, crop_pct and interpolation)."""
+
+    resize: str = "stretch"
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+
+    def recorded(self) -> dict[str, object]:
+        """What an entry's info.json adds for a model's own preprocessing (nothing for emlc's default)."""
+        return {k: v for k, v in (("crop_pct", self.crop_pct), ("interpolation", self.interpolation))
+                if v != getattr(Resampling, k)}
 
 
 def placement(mode: str, nbytes: int, device: torch.device, copies: int = 1) -> str:
@@ -58,8 +73,9 @@ def _ram_bytes() -> int:
 
 @contextlib.contextmanager
 def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: torch.device,
-                near: Path, resize: str = "stretch") -> Iterator[tuple[Tensor, list[tuple[int, str]]]]:
-    """Decode `ds` once (`resize`: see decode_images); yields (cache, unreadable (index, reason) pairs). A source
+                near: Path, resize: str = "stretch", crop_pct: float = 1.0,
+                interpolation: str = "bilinear") -> Iterator[tuple[Tensor, list[tuple[int, str]]]]:
+    """Decode `ds` once (`resize`, `crop_pct`, `interpolation`: see decode_images); yields (cache, unreadable (index, reason) pairs). A source
     the persistent store holds is memory-mapped from it instead of decoded (store.py); a run-only mmap file is
     removed on exit."""
     if ds.features is not None:
@@ -69,14 +85,15 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
     shape = (len(ds), 3, size, size)
     where = placement(mode, int(np.prod(shape)), device, _local_processes())
     remove_stale_caches(Path(_existing(near)))
-    kept = _from_store(ds, size, workers, shape, resize)
+    how = Resampling(resize, crop_pct, interpolation)
+    kept = _from_store(ds, size, workers, shape, how)
     if kept is not None:
         yield _placed(kept, where, device), kept.unreadable
         return
     folder = store.staging_folder(Path(_existing(near))) if where == "mmap" else None
     try:
         cache = _run_cache(shape, folder)
-        bad = _decode_into(cache, ds, size, workers, resize)
+        bad = _decode_into(cache, ds, size, workers, how)
         log.info("decoded %d images into a %s cache (%.0f MB)", len(ds), where, cache.numel() / 2**20)
         yield (cache.to(device) if where == "device" else cache), bad
     finally:
@@ -84,18 +101,19 @@ def image_cache(ds: LabeledImages, size: int, workers: int, mode: str, device: t
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...], resize: str) -> store.Entry | None:
+def _from_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...], how: Resampling) -> store.Entry | None:
     """The source's entry in the persistent store, decoding it into the store first if it lacks it; None when
     the store is off, the source cannot be fingerprinted, it would not fit, or the processes span nodes."""
     if store.root() is None or not _one_node() or _inside_data(ds):
         return None
     store.max_bytes()  # a bad EMLC_CACHE_MAX_GB is one line on every process, before rank 0 stages anything
-    key = distributed.broadcast_object(store.key_for(ds, size, resize) if distributed.world().is_main else None)
+    key = distributed.broadcast_object(store.key_for(ds, size, how.resize, how.crop_pct, how.interpolation)
+                                       if distributed.world().is_main else None)
     if key is None:
         return None
     entry = distributed.broadcast_object(_main_lookup(key, shape))
     if entry is None:
-        entry = _decode_to_store(ds, size, workers, shape, key, resize)
+        entry = _decode_to_store(ds, size, workers, shape, key, how)
     if entry is None:
         return None
     log.info("reading %d decoded images from %s", len(ds), entry.path)
@@ -144,19 +162,19 @@ def _one_node() -> bool:
 
 
 def _decode_to_store(ds: LabeledImages, size: int, workers: int, shape: tuple[int, ...], key: str,
-                     resize: str) -> store.Entry | None:
+                     how: Resampling) -> store.Entry | None:
     """Rank 0 stages a file of the full shape; every rank decodes its shard straight into it; rank 0 commits."""
     staged = distributed.broadcast_object(_main_stage(shape))
     if staged is None:
         return None
     mapped = np.load(staged / CACHE_FILE, mmap_mode="r+")
-    bad = _decode_my_shard(torch.from_numpy(mapped), ds, size, workers, resize)
+    bad = _decode_my_shard(torch.from_numpy(mapped), ds, size, workers, how)
     mapped.flush()
     del mapped
     unreadable = _all_unreadable(bad)
     distributed.barrier()
     info = {"source": ds.origin.get("location") or str(ds.root), "kind": ds.kind, "rows": len(ds), "size": size,
-            "resize": resize, "shape": list(shape)}
+            "resize": how.resize, "shape": list(shape), **how.recorded()}
     entry = _main_commit(staged, key, info, unreadable)
     log.info("decoded %d images into the image cache %s", len(ds), getattr(entry, "path", ""))
     return distributed.broadcast_object(entry)
@@ -231,17 +249,18 @@ def _reserve(path: Path) -> None:
             raise
 
 
-def _decode_into(cache: Tensor, ds: LabeledImages, size: int, workers: int, resize: str) -> list[tuple[int, str]]:
-    bad = _decode_my_shard(cache, ds, size, workers, resize)
+def _decode_into(cache: Tensor, ds: LabeledImages, size: int, workers: int, how: Resampling) -> list[tuple[int, str]]:
+    bad = _decode_my_shard(cache, ds, size, workers, how)
     distributed.share_shards_(cache)
     return _all_unreadable(bad)
 
 
-def _decode_my_shard(cache: Tensor, ds: LabeledImages, size: int, workers: int, resize: str) -> list[tuple[int, str]]:
+def _decode_my_shard(cache: Tensor, ds: LabeledImages, size: int, workers: int, how: Resampling) -> list[tuple[int, str]]:
     """This rank's contiguous shard of `ds`, decoded into its rows of `cache`; its unreadable rows."""
     world = distributed.world()
     mine = distributed.shard(len(ds), world.size, world.rank)
-    _, bad = decode_images(ds, size, workers, mine, out=cache[mine.start: mine.stop], resize=resize)
+    _, bad = decode_images(ds, size, workers, mine, out=cache[mine.start: mine.stop], resize=how.resize,
+                           crop_pct=how.crop_pct, interpolation=how.interpolation)
     release_freed_heap()  # the decoder threads' buffers, before training
     return bad
 

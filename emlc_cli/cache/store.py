@@ -6,7 +6,7 @@ Location: `EMLC_CACHE_DIR` (default `$XDG_CACHE_HOME/emlc`, else `~/.cache/emlc`
 `EMLC_CACHE_MAX_GB` (default 50): the least recently used entries are removed to make room, and a source
 larger than the cap is decoded for the run only. The key is a fingerprint of what the pixels depend on: the
 source (an image folder's file listing with sizes and modification times; a dataset's location, split,
-revision and `datasets` fingerprint), the image size and resize (`data.resize`), and the decoder (DECODE_VERSION, Pillow's version).
+revision and `datasets` fingerprint), the image size and resize (`data.resize`), a pretrained model's crop fraction and interpolation, and the decoder (DECODE_VERSION, Pillow's version).
 Entries are written into a staging folder and renamed into place when complete; staging folders of killed
 processes are removed at start. An entry's metadata is validated where it is read (`_read_entry`) and its pixels
 against the SHA-256 recorded at commit when a run opens it (about 2.4 s per GB here); a damaged entry is a stale
@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 from emlc_cli.run_folder.disk import path_kind, read_regular
 from emlc_cli.errors import UsageError
+from emlc_cli.preprocessing import INTERPOLATIONS
 from emlc_cli.run_folder.locks import process_alive
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,11 @@ def max_bytes() -> int:
 
 
 # ---- keys ---------------------------------------------------------------------------------------------
-def key_for(ds: Any, size: int, resize: str = "stretch") -> Optional[str]:
+def key_for(ds: Any, size: int, resize: str = "stretch", crop_pct: float = 1.0,
+            interpolation: str = "bilinear") -> Optional[str]:
     """The entry key of `ds` (a LabeledImages) decoded at `size` px; None when its pixels cannot be fingerprinted.
-    The default "stretch" resize adds nothing to the key, so entries written before `data.resize` stay valid."""
+    The defaults ("stretch", the whole image, bilinear) add nothing to the key, so entries written before
+    `data.resize` and a pretrained model's own preprocessing (crop fraction, interpolation) stay valid."""
     identity = source_identity(ds)
     if identity is None:
         return None
@@ -100,6 +103,10 @@ def key_for(ds: Any, size: int, resize: str = "stretch") -> Optional[str]:
     parts = {"source": identity, "size": size, "decoder": DECODE_VERSION, "pillow": pillow}
     if resize != "stretch":
         parts["resize"] = resize
+    if crop_pct != 1.0:
+        parts["crop_pct"] = crop_pct
+    if interpolation != "bilinear":
+        parts["interpolation"] = interpolation
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -209,6 +216,9 @@ INFO_KEYS: dict[str, tuple[Any, str]] = {  # what commit() writes: key -> (check
     "source": (lambda v: isinstance(v, str), "a string"),
     "kind": (lambda v: isinstance(v, str), "a string"),
     "resize": (lambda v: v in (None, "stretch", "crop"), "'stretch' or 'crop'"),  # absent before data.resize
+    "crop_pct": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.1 <= v <= 2),
+                 "a number in [0.1, 2]"),  # absent for the whole image
+    "interpolation": (lambda v: v is None or v in INTERPOLATIONS, "an interpolation name"),  # absent for bilinear
     "sha256": (lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None),
                "64 hexadecimal digits"),  # absent in entries written before the digest
 }

@@ -70,7 +70,7 @@ def _fold_trainer(trainer: MetaTrainer, part: TensorSet, clean: TensorSet | None
     images it will score are the only verified ones it did not train on."""
     holdout = trainer.holdout if clean is None else TensorSet(part.images, part.labels[:0], part.rows[:0])
     return MetaTrainer(trainer.recipe, trainer.num_classes, part, trainer.clean if clean is None else clean, holdout,
-                       device=trainer.device, seed=cross_fit.fold_seed(seed, fold))
+                       device=trainer.device, seed=cross_fit.fold_seed(seed, fold), preprocessing=trainer.preprocessing)
 
 
 def _corrections(trainer: MetaTrainer, prepared: Prepared, preds: dict, noisy_idx: list[int], recipe: Recipe,

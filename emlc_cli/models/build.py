@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from emlc_cli.models.backbones import BACKBONES
+from emlc_cli.models import pretrained
+from emlc_cli.models.backbones import BACKBONES, TIMM, Backbone, backbone as table_traits
 from emlc_cli.errors import RecipeError
 from emlc_cli.models.pretrained import check_known, is_timm_model, locate, views
+from emlc_cli.preprocessing import Preprocessing, from_timm
 
 log = logging.getLogger(__name__)
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -69,15 +72,45 @@ class Teacher(nn.Module):
         self.enhancer = enhancer
 
 
+def traits(name: str) -> Backbone:
+    """The table's traits, and timm's for every name timm builds (registry names included: backbones.backbone
+    alone sees only the prefixed ones, torch-free)."""
+    return TIMM if name not in BACKBONES and is_timm_model(name) else table_traits(name)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """How a trained (not frozen) backbone sees images, and, for a timm network, what rebuilds it offline from
+    the run folder (`timm`: architecture and create_model's kwargs, recorded in the model JSON)."""
+
+    preprocessing: Preprocessing
+    timm: dict[str, Any] | None = None
+
+
+def image_input(name: str, weights: str, input_size: int, image_size: int, resize: str) -> ImageInput:
+    """A timm backbone's own preprocessing (its pretrained config, at `input_size` when not 0); the recipe's
+    `data.image_size` / `data.resize` with ImageNet statistics for emlc's and torchvision's networks."""
+    if name in BACKBONES or not is_timm_model(name):
+        return ImageInput(Preprocessing(image_size, resize))
+    located = locate(name, weights or "none")
+    preprocessing = from_timm(pretrained.data_config(located), input_size)
+    return ImageInput(preprocessing, {"architecture": located.architecture,
+                                      "kwargs": pretrained.model_kwargs(located, input_size)})
+
+
 def build_backbone(name: str, width: int = 16, small_stem: bool = True, weights: str = "none",
-                   in_features: int = 0) -> tuple[nn.Module, int]:
+                   in_features: int = 0, input_size: int = 0) -> tuple[nn.Module, int]:
     """A feature extractor and its output width: a backbone of the table (backbones.py; mlp takes feature
-    vectors and needs in_features), or any torchvision classification model."""
+    vectors and needs in_features), a timm model (its weights located as pretrained.py says, at `input_size`
+    when not 0), or any torchvision classification model."""
     known = BACKBONES.get(name)
     if known is not None and known.build is not None:
         net = known.build(width, in_features)
         _load_local_weights(net, weights)
         return net, net.out_features
+    if is_timm_model(name):
+        net, _ = pretrained.build(locate(name, weights or "none"), input_size)
+        return net, int(net.num_features)
     net = _torchvision_model(name, weights)
     dim = _strip_classifier(net, name)
     if small_stem and name.startswith("resnet"):
@@ -89,14 +122,21 @@ def build_backbone(name: str, width: int = 16, small_stem: bool = True, weights:
 
 
 def build_classifier(name: str, num_classes: int, width: int = 16, small_stem: bool = True, weights: str = "none",
-                     in_features: int = 0) -> Classifier:
-    backbone, dim = build_backbone(name, width, small_stem, weights, in_features)
+                     in_features: int = 0, input_size: int = 0) -> Classifier:
+    backbone, dim = build_backbone(name, width, small_stem, weights, in_features, input_size)
     return Classifier(backbone, dim, num_classes)
 
 
+def rebuild_timm_classifier(record: dict[str, Any], num_classes: int) -> Classifier:
+    """A run's fine-tuned timm classifier from its model JSON's `timm` record (weights loaded by the caller; no
+    download)."""
+    net = pretrained.rebuild(record["architecture"], record["kwargs"])
+    return Classifier(net, int(net.num_features), num_classes)
+
+
 def build_teacher(name: str, num_classes: int, width: int, small_stem: bool, weights: str, hidden: int, embedding: int,
-                  in_features: int = 0) -> Teacher:
-    classifier = build_classifier(name, num_classes, width, small_stem, weights, in_features)
+                  in_features: int = 0, input_size: int = 0) -> Teacher:
+    classifier = build_classifier(name, num_classes, width, small_stem, weights, in_features, input_size)
     return Teacher(classifier, Enhancer(classifier.feature_dim, num_classes, hidden, embedding))
 
 

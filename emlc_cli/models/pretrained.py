@@ -224,6 +224,13 @@ def model_kwargs(located: Located, size: int = 0) -> dict[str, Any]:
     return {**kwargs, "img_size": size} if size and fixed else kwargs
 
 
+def data_config(located: Located) -> dict[str, Any]:
+    """timm's resolved data config from the model's pretrained config, without building the network (what
+    resolve_model_data_config gives for the built one)."""
+    timm = _timm()
+    return timm.data.resolve_data_config({}, pretrained_cfg=located.pretrained_cfg or None, use_test_size=False)
+
+
 def build(located: Located, size: int = 0) -> tuple[Any, dict[str, Any]]:
     """The network without its classifier (num_classes=0: pooled features) and timm's data config for it."""
     timm = _timm()

@@ -76,6 +76,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
     finetune_epochs: int = 0
     finetune_lr_factor: float = 0.1     # the fine-tune's learning rate is student_lr x this
+    backbone_lr_factor: float = 1.0     # the backbone's learning rate (student and teacher) is the heads' x this
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
 
 
@@ -138,6 +139,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train.max_steps_per_epoch": (0, 1 << 30),
     "train.finetune_epochs": (0, 10_000),
     "train.finetune_lr_factor": (1e-6, 10.0),
+    "train.backbone_lr_factor": (1e-6, 10.0),
     "correct.threshold": (0.0, 1.0),
     "correct.cross_fit": (0, 20),
 }

@@ -324,10 +324,10 @@ def check_model_config(config: Any, state: dict[str, Any], path: Path) -> None:
     if frozen is not None and not (isinstance(frozen, dict) and isinstance(frozen.get("architecture"), str)
                                    and isinstance(frozen.get("small_stem"), bool)):
         raise DataError("key 'frozen_backbone' must hold 'architecture' and 'small_stem'", path=path)
-    timm_record = (frozen or {}).get("timm")
-    if timm_record is not None and not (isinstance(timm_record, dict) and isinstance(timm_record.get("architecture"), str)
-                                        and isinstance(timm_record.get("kwargs"), dict)):
-        raise DataError("key 'frozen_backbone.timm' must hold 'architecture' and 'kwargs'", path=path)
+    for key, timm_record in (("frozen_backbone.timm", (frozen or {}).get("timm")), ("timm", config.get("timm"))):
+        if timm_record is not None and not (isinstance(timm_record, dict) and isinstance(timm_record.get("architecture"), str)
+                                            and isinstance(timm_record.get("kwargs"), dict)):
+            raise DataError(f"key '{key}' must hold 'architecture' and 'kwargs'", path=path)
     for part in (frozen or {}).get("parts") or []:  # model.backbone=A+B: each part is a frozen backbone of its own
         if not isinstance(part, dict) or not isinstance(part.get("preprocessing"), dict) \
                 or not isinstance(part["preprocessing"].get("size"), int):

@@ -19,7 +19,7 @@ from emlc_cli.cache.batches import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.errors import DataError
 from emlc_cli.train.frozen import FrozenFeatures, Views, rebuild_backbone
-from emlc_cli.models.build import build_classifier
+from emlc_cli.models.build import build_classifier, rebuild_timm_classifier
 from emlc_cli.run_folder.writer import load_model_files
 from emlc_cli.preprocessing import from_model_config
 from emlc_cli.runtime.device import resolve_device
@@ -30,8 +30,11 @@ def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict
     state, config = load_model_files(run, run_folder.STUDENT)
     where = Path(run) / run_folder.config_file(run_folder.STUDENT)
     with _mismatch_is_one_line(where):
-        model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"],
-                                 in_features=config.get("in_features", 0))
+        if config.get("timm"):  # a fine-tuned timm backbone, rebuilt from its record (no download)
+            model = rebuild_timm_classifier(config["timm"], config["num_classes"])
+        else:
+            model = build_classifier(config["architecture"], config["num_classes"], config["width"], config["small_stem"],
+                                     in_features=config.get("in_features", 0))
         model.load_state_dict(state)
     frozen = config.get("frozen_backbone")
     if frozen:

@@ -257,4 +257,5 @@ def head_recipe(recipe: Recipe) -> Recipe:
     """The recipe the trainer runs on cached features: an MLP head of model.width (no image augmentation)."""
     model = dataclasses.replace(recipe.model, backbone=FEATURE_HEAD, weights="none")
     data = dataclasses.replace(recipe.data, augment="none")
-    return dataclasses.replace(recipe, model=model, data=data)
+    train = dataclasses.replace(recipe.train, backbone_lr_factor=1.0)  # the heads have no backbone of their own
+    return dataclasses.replace(recipe, model=model, data=data, train=train)

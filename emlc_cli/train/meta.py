@@ -52,6 +52,12 @@ def target_gradient(forward: Forward, params: Params, clean_grad: Params, inputs
     return scale * jvp_out
 
 
+def along_the_step(clean_grad: Params, lr_factors: dict[str, float]) -> Params:
+    """The tangent for a step taken at per-parameter learning rates eta * f (train.backbone_lr_factor): with
+    theta' = theta - eta F grad L_s, dL_c / dt_i = (eta / n) * (J F g)_i, so J is taken along F g."""
+    return {n: g * lr_factors[n] if lr_factors.get(n, 1.0) != 1.0 else g for n, g in clean_grad.items()}
+
+
 def k_step_discounts(steps: int, eta: float) -> list[float]:
     """Weight of step k's JVP in a K-step look-ahead: (1 - eta)^(K-1-k), k = 0..K-1.
 

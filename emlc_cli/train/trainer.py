@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emlc_cli.runtime import distributed
-from emlc_cli.train import meta, eval_pass as prediction, tangents
-from emlc_cli.models.backbones import backbone
+from emlc_cli.train import meta, eval_pass as prediction, optimizers, tangents
 from emlc_cli.cache.batches import BatchMaker, ShuffledSampler, TensorSet
 from emlc_cli.errors import RecipeError, TrainingError
-from emlc_cli.models.build import batch_stats_only, build_classifier, build_teacher
+from emlc_cli.models.build import batch_stats_only, build_classifier, build_teacher, traits
+from emlc_cli.preprocessing import Preprocessing
 from emlc_cli.recipe.schema import Recipe
 from emlc_cli.train.events import EpochReport, StepReport
 from emlc_cli.runtime.timing import Stopwatch
@@ -31,8 +31,10 @@ warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", c
 
 class MetaTrainer:
     def __init__(self, recipe: Recipe, num_classes: int, noisy: TensorSet, clean: TensorSet, holdout: TensorSet,
-                 device: torch.device, seed: int = 0) -> None:
+                 device: torch.device, seed: int = 0, preprocessing: Preprocessing | None = None) -> None:
+        """`preprocessing`: the images' mean/std (the model's own for a timm backbone; ImageNet's by default)."""
         self.recipe, self.num_classes, self.device = recipe, num_classes, device
+        self.preprocessing = preprocessing or Preprocessing(recipe.data.image_size, recipe.data.resize)
         self.noisy, self.clean, self.holdout = noisy, clean, holdout
         self.world = distributed.world()
         self._check_batch_sizes()
@@ -42,10 +44,11 @@ class MetaTrainer:
         self.generator = torch.Generator().manual_seed(seed + 7919 * (self.world.rank + 1))
         m = recipe.model
         in_features = int(noisy.images.shape[1]) if noisy.images.ndim == 2 else 0
-        self.student = build_classifier(m.backbone, num_classes, m.width, m.small_stem, m.weights, in_features).to(device)
+        self.student = build_classifier(m.backbone, num_classes, m.width, m.small_stem, m.weights, in_features,
+                                        m.input_size).to(device)
         self.teacher = build_teacher(m.backbone, num_classes, m.width, m.small_stem, m.weights,
-                                     m.enhancer_hidden, m.label_embedding, in_features).to(device)
-        kind = backbone(m.backbone)
+                                     m.enhancer_hidden, m.label_embedding, in_features, m.input_size).to(device)
+        kind = traits(m.backbone)
         self.channels_last = noisy.images.ndim == 4 and (device.type == "cuda" or kind.channels_last_on_cpu)
         # bf16 autocast on CUDA for the heavy forwards; the look-ahead gradient and the JVP stay in fp32
         self.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -59,8 +62,10 @@ class MetaTrainer:
         # a compiled student would not call the recording hooks
         recorded = kind.recorded_jvp and device.type == "cpu" and recipe.train.compile == "off"
         self.tangent_chain = tangents.layer_chain(self.student) if recorded else None
-        self.batches = BatchMaker(device, recipe.data.augment, self.channels_last)
-        self.eval_batches = BatchMaker(device, "none", self.channels_last)
+        pre = self.preprocessing
+        self.batches = BatchMaker(device, recipe.data.augment, self.channels_last, mean=pre.mean, std=pre.std)
+        self.eval_batches = BatchMaker(device, "none", self.channels_last, mean=pre.mean, std=pre.std)
+        self.lr_factors = optimizers.lr_factors(self.student, recipe.train.backbone_lr_factor)
         self.steps_per_epoch = self._steps_per_epoch()
         self.student_opt, self.teacher_opt = self._optimizers()
         self.best_state: dict | None = None
@@ -108,15 +113,7 @@ class MetaTrainer:
         return min(steps, cap) if cap else steps
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-        t = self.recipe.train
-        student = torch.optim.SGD(self.student.parameters(), lr=t.student_lr, momentum=t.student_momentum,
-                                  weight_decay=t.weight_decay, nesterov=False)
-        if t.teacher_optimizer == "adam":
-            decay = t.weight_decay * t.teacher_decay_factor
-            teacher = torch.optim.Adam(self.teacher.parameters(), lr=t.teacher_lr, weight_decay=decay)
-        else:
-            teacher = torch.optim.SGD(self.teacher.parameters(), lr=t.teacher_lr, momentum=t.teacher_momentum, weight_decay=t.weight_decay)
-        return student, teacher
+        return optimizers.student_and_teacher(self.student, self.teacher, self.recipe.train)
 
     def _lr_factor(self, step: int, total: int) -> float:
         kind = self.recipe.train.schedule
@@ -130,12 +127,9 @@ class MetaTrainer:
         t = self.recipe.train
         total = t.epochs * self.steps_per_epoch
         eta = t.student_lr * self._lr_factor(step, total)
-        for group in self.student_opt.param_groups:
-            group["lr"] = eta
+        optimizers.scale_lrs(self.student_opt, eta)
         warm = self.recipe.meta.warmup_epochs * self.steps_per_epoch
-        teacher_factor = self._lr_factor(max(0, step - warm), max(1, total - warm))
-        for group in self.teacher_opt.param_groups:
-            group["lr"] = t.teacher_lr * teacher_factor
+        optimizers.scale_lrs(self.teacher_opt, t.teacher_lr * self._lr_factor(max(0, step - warm), max(1, total - warm)))
         return eta
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -191,8 +185,7 @@ class MetaTrainer:
             with self.watch("batches"):
                 idx = self._mine(sampler.next(self.shuffle_generator))
                 batch = (self._batch(data, idx), data.labels[idx].to(self.device), *self._clean_batch())
-            for group in self.student_opt.param_groups:
-                group["lr"] = t.finetune_lr_factor * t.student_lr * self._lr_factor(step, steps)
+            optimizers.scale_lrs(self.student_opt, t.finetune_lr_factor * t.student_lr * self._lr_factor(step, steps))
             with self.watch("finetune_steps"):
                 loss = self.warmup_step(*batch)
             rate = (step + 1) * len(idx) * self.world.size / max(1e-9, time.perf_counter() - started)
@@ -291,7 +284,8 @@ class MetaTrainer:
             clean_grad = dict(zip(params, torch.autograd.grad(clean_loss, list(params.values()))))
             # autograd.grad bypasses DDP's hooks: average g by hand, so every rank looks ahead along the union batch's g
             distributed.average_(clean_grad.values())
-            chunk_grads = [self._target_gradient(before, clean_grad, inputs, recorded, eta / len(inputs))[:rows]
+            along = meta.along_the_step(clean_grad, self.lr_factors)
+            chunk_grads = [self._target_gradient(before, along, inputs, recorded, eta / len(inputs))[:rows]
                            for before, inputs, rows, recorded in saved]
         target_grad = meta.combine_chunk_gradients(chunk_grads, meta.k_step_discounts(k_steps, eta))
         return float(torch.stack(losses).mean()), target_grad
@@ -399,3 +393,4 @@ class MetaTrainer:
     def load_state(self, state: dict) -> None:
         self.student.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
+
