@@ -26,10 +26,27 @@ from emlc_cli.data.loaders import TensorSet
 from emlc_cli.reports import FoldReport
 
 
-def folds_for(requested: int, rows: int) -> int:
+# `correct.cross_fit: auto`: 5 folds for a noisy pool of AUTO_POOL[0] to AUTO_POOL[1] images, else none. The fold
+# pairs cost about 4 more trainings; on 3k 32-px images that is minutes and gains (benchmarks/RESULTS.md, issue 32).
+AUTO_FOLDS = 5
+AUTO_POOL = (1_000, 5_000)
+
+
+def folds_for(requested: int | str, rows: int) -> int:
     """The folds actually used: at most one per noisy row, and none (0) when fewer than 2 remain."""
-    folds = min(requested, rows)
+    folds = min(auto_folds(rows)[0] if requested == "auto" else requested, rows)
     return folds if folds >= 2 else 0
+
+
+def auto_folds(rows: int) -> tuple[int, str]:
+    """What `correct.cross_fit: auto` chooses for a noisy pool of `rows` images, and why (for summary.json)."""
+    low, high = AUTO_POOL
+    if rows < low:
+        return 0, f"auto: off, {rows:,} noisy images are under {low:,} (too few to check a decision on either way)"
+    if rows > high:
+        return 0, f"auto: off, {rows:,} noisy images are over {high:,} (the {AUTO_FOLDS} fold pairs would cost hours on a CPU)"
+    return AUTO_FOLDS, (f"auto: {AUTO_FOLDS} folds, {rows:,} noisy images are {low:,}-{high:,} (small: a model trained on "
+                        "them judges its own labels, fold pairs that never saw them cost minutes)")
 
 
 def fold_seed(seed: int, fold: int) -> int:
