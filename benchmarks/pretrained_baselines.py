@@ -62,9 +62,17 @@ class EmbeddingCache:
 
     def get(self, paths: list[str]) -> np.ndarray:
         missing = [p for p in dict.fromkeys(paths) if p not in self.known]
+        if missing and self.backbone not in BACKBONES:
+            raise SystemExit(f"{self.folder}: {len(missing)} images not imported (--import-run {self.backbone}=RUN)")
         if missing:
             self._embed(missing)
         return np.stack([self.known[p] for p in paths]).astype(np.float32)
+
+    def add(self, paths: list[str], features: np.ndarray) -> None:
+        name = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:16]
+        np.savez(self.folder / f"{name}.tmp.npz", paths=np.array(paths), features=features.astype(np.float16))
+        (self.folder / f"{name}.tmp.npz").replace(self.folder / f"{name}.npz")
+        self.known.update(zip(paths, features.astype(np.float16)))
 
     @torch.no_grad()
     def _embed(self, paths: list[str]) -> None:
@@ -88,6 +96,27 @@ class EmbeddingCache:
             done += len(part)
             self.images_per_s = done / (time.perf_counter() - started)
             print(f"  {self.folder.name}: {done}/{len(paths)} images, {self.images_per_s:.1f} images/s", flush=True)
+
+
+def import_run(caches: dict[str, "EmbeddingCache"], args: argparse.Namespace, spec: str) -> None:
+    """`NAME=RUN`: the embeddings an emlc frozen run kept in its embedding store (summary.json's embedding.store,
+    rows in corrected.csv's order) become view NAME; their cosine similarity to the timm-transform embeddings of
+    the backbone NAME contains (lite0, lite2), on the images both hold, is printed."""
+    name, _, run = spec.partition("=")
+    summary = json.loads((Path(run) / "summary.json").read_text())
+    features = np.load(Path(summary["embedding"]["store"]) / "embeddings.npy").astype(np.float32)
+    paths = [r["path"] for r in qm_csv(Path(run) / "corrected.csv")]
+    if len(paths) != len(features):
+        raise SystemExit(f"{run}: {len(paths)} rows in corrected.csv, {len(features)} embeddings")
+    caches[name] = EmbeddingCache(args.emb, args.models, name, args.cifar)
+    caches[name].add(paths, features)
+    own = next((b for b in BACKBONES if b in name), None)
+    shared = [p for p in paths if own and p in caches[own].known]
+    if shared:
+        a, b = caches[name].get(shared), caches[own].get(shared)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-9)
+        print(f"{name}: {len(paths)} embeddings; cosine to {own} (timm transform) on {len(shared)} images: "
+              f"mean {cos.mean():.4f}, min {cos.min():.4f}", flush=True)
 
 
 def view_features(caches: dict[str, EmbeddingCache], view: str, paths: list[str]) -> np.ndarray:
@@ -264,11 +293,17 @@ def main() -> None:
     ap.add_argument("--views", default="lite0", help="comma-separated: lite0, lite2, lite0+lite2, each optionally -flip")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--emlc-views", default="lite0,lite2,lite0+lite2", help="the views the emlc method runs on")
+    ap.add_argument("--import-run", action="append", default=[], metavar="NAME=RUN",
+                    help="make view NAME from the embeddings an `emlc clean --recipe frozen` run kept (e.g. emlc_lite0)")
     ap.add_argument("--results", type=Path, help="write the table into this markdown file")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     caches = {name + ("-mirrored" if m else ""): EmbeddingCache(args.emb, args.models, name, args.cifar, m) for name in BACKBONES for m in (False, True)}
+    for spec in args.import_run:
+        import_run(caches, args, spec)
+    for name in {part for view in args.views.split(",") for part in view.removesuffix("-flip").split("+")} - set(caches):
+        caches[name] = EmbeddingCache(args.emb, args.models, name, args.cifar)  # imported earlier
     cells = {c.name: c for c in qm.CELLS}
     for name in [] if args.table_only else args.cells.split(","):
         for seed in range(min(cells[name].seeds, args.seeds)):

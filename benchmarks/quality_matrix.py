@@ -125,12 +125,12 @@ def frozen_row(args: argparse.Namespace, task: Path, name: str, classes: list[st
     out = task / f"frozen_{name}"
     overrides = [f"model.backbone=local-dir:{args.models / BACKBONES[name]}", *args.frozen_overrides.split()]
     env = {"PYTHONPATH": str(args.emlc_pythonpath)} if args.emlc_pythonpath else {}
-    seconds, test_acc = cb.run_emlc(args.cifar, task, "frozen", overrides, out, env=env, test_root=test_subset(args))
+    seconds, test_acc = cb.run_emlc(args.cifar, task, args.frozen_recipe, overrides, out, env=env, test_root=test_subset(args))
     result = cb.row(f"frozen {name}", emlc_labels(out, classes, paths), given, truth, noisy, test_acc, seconds)
     summary = json.loads((out / "summary.json").read_text())
     result.update(estimate=summary.get("label_accuracy"), embedding=summary.get("embedding"), cross_fit=summary.get("cross_fit"))
     if args.second_round:
-        again, _ = cb.run_emlc(args.cifar, task, "frozen", overrides, task / f"frozen_{name}_again", env=env, test_root=False)
+        again, _ = cb.run_emlc(args.cifar, task, args.frozen_recipe, overrides, task / f"frozen_{name}_again", env=env, test_root=False)
         result["second_round"] = {"seconds": again, "embedding": json.loads((task / f"frozen_{name}_again" / "summary.json")
                                                                            .read_text()).get("embedding")}
     return result
@@ -170,6 +170,7 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "shared/models",
                     help="method frozen: the folder of the pretrained models (tf_efficientnet_lite0.in1k/, ...)")
     ap.add_argument("--backbones", default="lite0", help="method frozen: comma-separated, of " + ", ".join(BACKBONES))
+    ap.add_argument("--frozen-recipe", default="frozen", help="method frozen: the recipe (a name or a YAML file)")
     ap.add_argument("--frozen-overrides", default="", help="method frozen: more recipe overrides, space-separated")
     ap.add_argument("--emlc-pythonpath", type=Path, help="method frozen: run emlc from this checkout (PYTHONPATH)")
     ap.add_argument("--test-per-class", type=int, default=0, help="method frozen: score the student on this many test "

@@ -166,3 +166,10 @@ def test_cross_fitted_predictions_measure_the_noise_the_memorising_student_hides
     assert rates[0] < true_rate - 0.05  # the student that trained on the labels agrees with them
     assert abs(rates[3] - true_rate) < abs(rates[0] - true_rate) - 0.03
     assert [e.fold for e in events if isinstance(e, FoldReport)] == [0, 1, 2]
+
+
+def test_the_demo_stays_a_single_run():
+    """`quick` cross-fits 1,000-5,000 noisy images by itself; the demo's 2,000 would take four times its minute."""
+    from emlc_cli.data.demo import DEMO_OVERRIDES, DEMO_RECIPE
+
+    assert load_recipe(DEMO_RECIPE, list(DEMO_OVERRIDES)).correct.cross_fit == 0
