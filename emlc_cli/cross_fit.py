@@ -42,11 +42,11 @@ def auto_folds(rows: int) -> tuple[int, str]:
     """What `correct.cross_fit: auto` chooses for a noisy pool of `rows` images, and why (for summary.json)."""
     low, high = AUTO_POOL
     if rows < low:
-        return 0, f"auto: off, {rows:,} noisy images are under {low:,} (too few to check a decision on either way)"
+        return 0, f"auto: off, {rows:,} noisy images are under {low:,} (too few for fold models to beat the given labels)"
     if rows > high:
-        return 0, f"auto: off, {rows:,} noisy images are over {high:,} (the {AUTO_FOLDS} fold pairs would cost hours on a CPU)"
-    return AUTO_FOLDS, (f"auto: {AUTO_FOLDS} folds, {rows:,} noisy images are {low:,}-{high:,} (small: a model trained on "
-                        "them judges its own labels, fold pairs that never saw them cost minutes)")
+        return 0, f"auto: off, {rows:,} noisy images are over {high:,} (fold pairs would cost about {AUTO_FOLDS - 1}x the training)"
+    return AUTO_FOLDS, (f"auto: {AUTO_FOLDS} folds, {rows:,} noisy images are {low:,}-{high:,} (each label judged by a model "
+                        f"that never saw it; about {AUTO_FOLDS - 1}x the training, minutes at this size)")
 
 
 def fold_seed(seed: int, fold: int) -> int:
