@@ -109,20 +109,20 @@ def run_cleanlab(recipe, images, given, noisy, classes, folds, seed, test_images
 
 def run_emlc(cifar: Path, task: Path, recipe_name: str, overrides: list[str], out: Path, env: dict | None = None,
              test_root: Path | None | bool = None):
-    """`emlc clean` on the task (env: more environment, e.g. PYTHONPATH), then `emlc evaluate` on test_root
-    (default: the whole test set; the second run of a pair skips it when test_root is False)."""
+    """`emlc clean` on the task (env: more environment; a PYTHONPATH there is also the working directory, which
+    `python -m` puts first), then `emlc evaluate` on test_root (default: the whole test set; False: none)."""
     import os
 
     started = time.perf_counter()
-    base, env = [sys.executable, "-m", "emlc_cli"], {**os.environ, **(env or {})}
+    base, cwd, env = [sys.executable, "-m", "emlc_cli"], (env or {}).get("PYTHONPATH"), {**os.environ, **(env or {})}
     subprocess.run([*base, "clean", str(cifar / "train"), "--labels", str(task / "labels.csv"), "--clean",
                     str(task / "clean.csv"), "--out", str(out), "--recipe", recipe_name, "--overwrite", "--quiet",
-                    "--device", "cpu", *overrides], check=True, env=env)
+                    "--device", "cpu", *overrides], check=True, env=env, cwd=cwd)
     seconds = time.perf_counter() - started
     if test_root is False:
         return seconds, None
     test = json.loads(subprocess.run([*base, "evaluate", str(out), "--data", str(test_root or cifar / "test"), "--json",
-                                      "--device", "cpu"], check=True, capture_output=True, text=True, env=env).stdout)
+                                      "--device", "cpu"], check=True, capture_output=True, text=True, env=env, cwd=cwd).stdout)
     return seconds, test["accuracy"]
 
 
