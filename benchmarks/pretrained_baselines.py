@@ -256,7 +256,8 @@ def timed(work):
 
 
 def render(work: Path) -> str:
-    lines = ["| cell | view | method | corrected acc | change | changes (P / R / F1) | est. given -> corrected (truth) | s | forward img/s |",
+    lines = ["| cell | view | method | corrected acc | change | changes (P / R / F1) | est. given -> corrected (truth) | s "
+             "| embedding img/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(work.glob("*-s*/pretrained.json")):
         data = json.loads(path.read_text())
@@ -299,7 +300,8 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    caches = {name + ("-mirrored" if m else ""): EmbeddingCache(args.emb, args.models, name, args.cifar, m) for name in BACKBONES for m in (False, True)}
+    caches = {name + ("-mirrored" if m else ""): EmbeddingCache(args.emb, args.models, name, args.cifar, m)
+              for name in BACKBONES for m in (False, True)}
     for spec in args.import_run:
         import_run(caches, args, spec)
     for name in {part for view in args.views.split(",") for part in view.removesuffix("-flip").split("+")} - set(caches):
