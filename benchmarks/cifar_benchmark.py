@@ -107,15 +107,22 @@ def run_cleanlab(recipe, images, given, noisy, classes, folds, seed, test_images
     return corrected, test_acc, time.perf_counter() - started
 
 
-def run_emlc(cifar: Path, task: Path, recipe_name: str, overrides: list[str], out: Path):
+def run_emlc(cifar: Path, task: Path, recipe_name: str, overrides: list[str], out: Path, env: dict | None = None,
+             test_root: Path | None | bool = None):
+    """`emlc clean` on the task (env: more environment; a PYTHONPATH there is also the working directory, which
+    `python -m` puts first), then `emlc evaluate` on test_root (default: the whole test set; False: none)."""
+    import os
+
     started = time.perf_counter()
-    base = [sys.executable, "-m", "emlc_cli"]
+    base, cwd, env = [sys.executable, "-m", "emlc_cli"], (env or {}).get("PYTHONPATH"), {**os.environ, **(env or {})}
     subprocess.run([*base, "clean", str(cifar / "train"), "--labels", str(task / "labels.csv"), "--clean",
                     str(task / "clean.csv"), "--out", str(out), "--recipe", recipe_name, "--overwrite", "--quiet",
-                    "--device", "cpu", *overrides], check=True)
+                    "--device", "cpu", *overrides], check=True, env=env, cwd=cwd)
     seconds = time.perf_counter() - started
-    test = json.loads(subprocess.run([*base, "evaluate", str(out), "--data", str(cifar / "test"), "--json", "--device", "cpu"],
-                                     check=True, capture_output=True, text=True).stdout)
+    if test_root is False:
+        return seconds, None
+    test = json.loads(subprocess.run([*base, "evaluate", str(out), "--data", str(test_root or cifar / "test"), "--json",
+                                      "--device", "cpu"], check=True, capture_output=True, text=True, env=env, cwd=cwd).stdout)
     return seconds, test["accuracy"]
 
 

@@ -60,8 +60,9 @@ CELLS = [
     Cell("real40-10k-features", "real", 0.4, 10000, 1000, regime="features"),
     Cell("real17-10k-features", "real", 0.0, 10000, 1000, regime="features"),
 ]
-IMAGE_METHODS = ("emlc", "cleanlab", "plain")
+IMAGE_METHODS = ("emlc", "cleanlab", "plain", "frozen")
 FEATURE_METHODS = ("emlc", "cleanlab", "plain", "knn")
+BACKBONES = {"lite0": "tf_efficientnet_lite0.in1k", "lite2": "tf_efficientnet_lite2.in1k"}
 MARK_BEGIN, MARK_END = "<!-- QUALITY-MATRIX:BEGIN -->", "<!-- QUALITY-MATRIX:END -->"
 
 
@@ -110,7 +111,42 @@ def image_cell(args: argparse.Namespace, task: Path, methods: list[str], done: d
         model = cb.train_ce(recipe, images, given, len(classes), 0)
         test_acc = cb.metrics.accuracy(cb.predict_probs(model, test_images).argmax(1), test_labels.numpy())
         results["plain"] = cb.row("plain CE", given, given, truth, noisy, test_acc, time.perf_counter() - started)
+    for name in args.backbones.split(",") if "frozen" in methods else []:
+        if f"frozen {name}" not in results:
+            results[f"frozen {name}"] = frozen_row(args, task, name, classes, paths, (given, truth, noisy))
+            save(results)
     return results
+
+
+def frozen_row(args: argparse.Namespace, task: Path, name: str, classes: list[str], paths: list[str], labels) -> dict:
+    """`emlc clean --recipe frozen model.backbone=local-dir:MODELS/<name>` (emlc from --emlc-pythonpath), the
+    student scored on --test-per-class test images of each class; with --second-round the same command again."""
+    given, truth, noisy = labels
+    out = task / f"frozen_{name}"
+    overrides = [f"model.backbone=local-dir:{args.models / BACKBONES[name]}", *args.frozen_overrides.split()]
+    env = {"PYTHONPATH": str(args.emlc_pythonpath)} if args.emlc_pythonpath else {}
+    seconds, test_acc = cb.run_emlc(args.cifar, task, args.frozen_recipe, overrides, out, env=env, test_root=test_subset(args))
+    result = cb.row(f"frozen {name}", emlc_labels(out, classes, paths), given, truth, noisy, test_acc, seconds)
+    summary = json.loads((out / "summary.json").read_text())
+    result.update(estimate=summary.get("label_accuracy"), embedding=summary.get("embedding"), cross_fit=summary.get("cross_fit"))
+    if args.second_round:
+        again, _ = cb.run_emlc(args.cifar, task, args.frozen_recipe, overrides, task / f"frozen_{name}_again", env=env, test_root=False)
+        result["second_round"] = {"seconds": again, "embedding": json.loads((task / f"frozen_{name}_again" / "summary.json")
+                                                                           .read_text()).get("embedding")}
+    return result
+
+
+def test_subset(args: argparse.Namespace) -> Path | None:
+    """The first --test-per-class test images of each class, linked into WORK/test-subset (None: all of them)."""
+    if not args.test_per_class:
+        return None
+    root = args.work / f"test-{args.test_per_class}"
+    for folder in sorted((args.cifar / "test").iterdir()):
+        (root / folder.name).mkdir(parents=True, exist_ok=True)
+        for image in sorted(folder.glob("*.jpg"))[:args.test_per_class]:
+            if not (root / folder.name / image.name).exists():
+                (root / folder.name / image.name).symlink_to(image)
+    return root
 
 
 def emlc_labels(run: Path, classes: list[str], paths: list[str]) -> torch.Tensor:
@@ -131,6 +167,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, help="at most this many seeds per cell")
     ap.add_argument("--recipe", default="quick")
     ap.add_argument("--results", type=Path, help="write the table into this markdown file")
+    ap.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "shared/models",
+                    help="method frozen: the folder of the pretrained models (tf_efficientnet_lite0.in1k/, ...)")
+    ap.add_argument("--backbones", default="lite0", help="method frozen: comma-separated, of " + ", ".join(BACKBONES))
+    ap.add_argument("--frozen-recipe", default="frozen", help="method frozen: the recipe (a name or a YAML file)")
+    ap.add_argument("--frozen-overrides", default="", help="method frozen: more recipe overrides, space-separated")
+    ap.add_argument("--emlc-pythonpath", type=Path, help="method frozen: run emlc from this checkout (PYTHONPATH)")
+    ap.add_argument("--test-per-class", type=int, default=0, help="method frozen: score the student on this many test "
+                    "images per class (0: all; embedding the test set costs as much as the training set)")
+    ap.add_argument("--second-round", action="store_true", help="method frozen: run it twice; the second embeds nothing")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -176,7 +221,8 @@ def render(work: Path) -> str:
     order = [c.name for c in CELLS if c.name in by_cell]
     for name in order:
         runs = by_cell[name]
-        for method in ("given", "plain", "cleanlab", "knn", "emlc"):
+        frozen = sorted({m for r in runs for m in r if m.startswith("frozen")})
+        for method in ("given", "plain", "cleanlab", "knn", "emlc", *frozen):
             rows = [r[method] for r in runs if method in r]
             if rows:
                 lines.append(render_row(name, method, rows))

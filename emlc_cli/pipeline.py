@@ -314,6 +314,7 @@ def _summary(prepared: Prepared, result: decision.Result, trainer: MetaTrainer, 
         "epochs": [{**vars(e), "epoch": e.epoch + 1} for e in trainer.history],  # numbered from 1, as the console
         "best_holdout_score": trainer.best_score,
         "temperature": result.temperature, "rule": recipe.correct.rule, "cross_fit": result.cross_fit,
+        "cross_fit_reason": result.cross_fit_reason,
         "warnings": prepared.warnings + ([_too_weak_warning(result.evidence)] if result.evidence.get("too_weak") else []),
         "skipped": {ds.paths[i]: reason for i, reason in skipped.items()}, "ignored_files": ds.ignored_files,
         "train_seconds": round(train_seconds, 2),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from emlc_cli.train.cross_fit import cross_fitted, fold_of, folds_for
+from emlc_cli.train.cross_fit import auto_folds, cross_fitted, fold_of, folds_for
 from emlc_cli.cache.batches import TensorSet
 from emlc_cli.recipe.schema import RecipeError, load_recipe
 from emlc_cli.train.events import FoldReport
@@ -107,6 +107,33 @@ def test_cross_fit_folds_are_validated(value, message):
         load_recipe("features", [f"correct.cross_fit={value}"])
 
 
+@pytest.mark.parametrize("value, message", [("fast", "expected an int or auto, got str ('fast')"), (-1, "[0, 20]")])
+def test_cross_fit_takes_folds_or_auto(value, message):
+    assert load_recipe("features", ["correct.cross_fit=auto"]).correct.cross_fit == "auto"
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe("features", [f"correct.cross_fit={value}"])
+
+
+@pytest.mark.parametrize("rows, folds", [(999, 0), (1000, 5), (5000, 5), (5001, 0)])
+def test_auto_cross_fits_only_a_small_pool(rows, folds):
+    assert folds_for("auto", rows) == folds
+    assert auto_folds(rows)[1].startswith(f"auto: {folds} folds" if folds else "auto: off")
+
+
+@pytest.mark.parametrize("verified, folds, why", [(300, 5, "1,000 noisy images are 1,000-5,000"),
+                                                  (301, 0, "999 noisy images are under 1,000")])
+def test_auto_cross_fit_is_chosen_from_the_pool_and_reported(verified, folds, why):
+    from emlc_cli import api
+
+    features, truth, given = _overlapping_clusters(n=1300)
+    labels = [f"c{truth[i] if i < verified else g}" for i, g in enumerate(given)]
+    events: list = []
+    run = api.clean(features, {str(i): f"c{truth[i]}" for i in range(verified)}, recipe="features", labels=labels,
+                    device="cpu", progress=events.append, overrides=["train.epochs=3", "meta.warmup_epochs=1", "correct.cross_fit=auto"])
+    assert run.summary["cross_fit"] == folds and why in run.summary["cross_fit_reason"]
+    assert len([e for e in events if isinstance(e, FoldReport)]) == folds
+
+
 def _overlapping_clusters(n: int = 1200, classes: int = 5, noise: float = 0.3, seed: int = 0):
     """Gaussian classes in 256 dimensions that overlap (no model is perfect; the MLP can memorise every row) with
     `noise` of the labels flipped at random."""
@@ -139,3 +166,10 @@ def test_cross_fitted_predictions_measure_the_noise_the_memorising_student_hides
     assert rates[0] < true_rate - 0.05  # the student that trained on the labels agrees with them
     assert abs(rates[3] - true_rate) < abs(rates[0] - true_rate) - 0.03
     assert [e.fold for e in events if isinstance(e, FoldReport)] == [0, 1, 2]
+
+
+def test_the_demo_stays_a_single_run():
+    """`quick` cross-fits 1,000-5,000 noisy images by itself; the demo's 2,000 would take four times its minute."""
+    from emlc_cli.data.demo import DEMO_OVERRIDES, DEMO_RECIPE
+
+    assert load_recipe(DEMO_RECIPE, list(DEMO_OVERRIDES)).correct.cross_fit == 0

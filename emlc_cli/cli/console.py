@@ -205,6 +205,8 @@ def clean_summary(summary: dict[str, Any], out_dir: str) -> None:
     if estimate:
         table.add_row("label accuracy (estimated)", label_accuracy_text(estimate))
     table.add_row("best holdout accuracy", f"{summary['best_holdout_score']:.3f}")
+    if summary.get("cross_fit_reason"):
+        table.add_row("cross-fitting", summary["cross_fit_reason"])
     if summary.get("skipped"):
         table.add_row("unreadable images skipped", escape(skipped_text(summary["skipped"])))
     table.add_row("training", f"{summary['train_seconds']:.0f}s, {summary['images_per_s']:.0f} img/s on {summary['device']}")

@@ -29,6 +29,7 @@ class Result:
     evidence: dict[str, Any] = field(default_factory=dict)
     probs: np.ndarray | None = None  # N x C, run_folder.PROBS_MEANING; NaN for skipped images
     cross_fit: int = 0  # folds whose out-of-fold predictions the decision read (0: the run's own student)
+    cross_fit_reason: str | None = None  # with `correct.cross_fit: auto`: what it chose and why
 
 
 def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.Tensor, noisy_idx: list[int],
@@ -58,6 +59,8 @@ def corrections_on_main(trainer: MetaTrainer, prepared: Prepared, images: torch.
     labels, confidence, temperature = distributed.on_main(on_rank0)
     result = decided[0] if decided else Result(labels, confidence, temperature)
     result.cross_fit = folds
+    if recipe.correct.cross_fit == "auto":
+        result.cross_fit_reason = cross_fit.auto_folds(len(noisy_idx))[1]
     return result
 
 

@@ -11,7 +11,8 @@ import reprlib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -85,7 +86,8 @@ class CorrectConfig:
     rule: Literal[RULE_NAMES] = "posterior"  # the names of decide.rules.RULES
     threshold: float = 0.5
     source: Literal["student", "teacher", "ensemble"] = "student"
-    cross_fit: int = 0  # folds of out-of-sample predictions for the decision (cross_fit.py); 0: off
+    cross_fit: int | Literal["auto"] = 0  # folds of out-of-sample predictions for the decision (cross_fit.py); 0: off;
+    # auto: 5 folds on a small noisy pool (cross_fit.AUTO_POOL), else off
     cross_fit_verified: bool = True  # with cross_fit: the verified images are folded too, all of them check the decision
 
 
@@ -313,6 +315,8 @@ def _build_section(cls: type, values: dict[str, Any], section: str, source: str 
 
 
 def _coerce(value: Any, expected: Any, key: str, source: str | None) -> Any:
+    if get_origin(expected) in (Union, UnionType):
+        return _coerce_either(value, get_args(expected), key, source)
     if get_origin(expected) is Literal:
         choices = get_args(expected)
         if value not in choices:
@@ -336,6 +340,17 @@ def _coerce(value: Any, expected: Any, key: str, source: str | None) -> Any:
     raise RecipeError(f"expected {expected.__name__}, got {type(value).__name__} ({_show(value)})", key=key, source=source)
 
 
+def _coerce_either(value: Any, options: tuple[Any, ...], key: str, source: str | None) -> Any:
+    """The first of `options` (e.g. int | Literal["auto"]) that takes the value."""
+    for option in options:
+        try:
+            return _coerce(value, option, key, source)
+        except RecipeError:
+            continue
+    names = [", ".join(map(str, get_args(o))) if get_origin(o) is Literal else f"an {o.__name__}" for o in options]
+    raise RecipeError(f"expected {' or '.join(names)}, got {type(value).__name__} ({_show(value)})", key=key, source=source)
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -345,7 +360,7 @@ def _is_number(text: str) -> bool:
 
 
 def _check_range(key: str, value: Any, source: str | None) -> None:
-    if key not in _RANGES:
+    if key not in _RANGES or isinstance(value, str):  # a word such as `auto`, checked by its Literal
         return
     low, high = _RANGES[key]
     if not low <= value <= high:

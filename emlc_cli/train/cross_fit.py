@@ -26,10 +26,27 @@ from emlc_cli.cache.batches import TensorSet
 from emlc_cli.train.events import FoldReport
 
 
-def folds_for(requested: int, rows: int) -> int:
+# `correct.cross_fit: auto`: 5 folds for a noisy pool of AUTO_POOL[0] to AUTO_POOL[1] images, else none. The fold
+# pairs cost about 4 more trainings; on 3k 32-px images that is minutes and gains (benchmarks/RESULTS.md, issue 32).
+AUTO_FOLDS = 5
+AUTO_POOL = (1_000, 5_000)
+
+
+def folds_for(requested: int | str, rows: int) -> int:
     """The folds actually used: at most one per noisy row, and none (0) when fewer than 2 remain."""
-    folds = min(requested, rows)
+    folds = min(auto_folds(rows)[0] if requested == "auto" else requested, rows)
     return folds if folds >= 2 else 0
+
+
+def auto_folds(rows: int) -> tuple[int, str]:
+    """What `correct.cross_fit: auto` chooses for a noisy pool of `rows` images, and why (for summary.json)."""
+    low, high = AUTO_POOL
+    if rows < low:
+        return 0, f"auto: off, {rows:,} noisy images are under {low:,} (too few for fold models to beat the given labels)"
+    if rows > high:
+        return 0, f"auto: off, {rows:,} noisy images are over {high:,} (fold pairs would cost about {AUTO_FOLDS - 1}x the training)"
+    return AUTO_FOLDS, (f"auto: {AUTO_FOLDS} folds, {rows:,} noisy images are {low:,}-{high:,} (each label judged by a model "
+                        f"that never saw it; about {AUTO_FOLDS - 1}x the training, minutes at this size)")
 
 
 def fold_seed(seed: int, fold: int) -> int:
