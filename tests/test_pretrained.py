@@ -130,6 +130,8 @@ def test_second_run_embeds_nothing_until_weights_or_preprocessing_change(noisy_f
     assert clean(noisy_folder, tmp / "a", name)["embedding"]["embedded"] == 120
     again = clean(noisy_folder, tmp / "b", name)["embedding"]
     assert (again["embedded"], again["reused"]) == (0, 120)
+    probs = [np.load(tmp / run / "probs.npy") for run in ("a", "b")]  # the rerun decides on the very same numbers
+    assert np.array_equal(*probs)
     assert clean(noisy_folder, tmp / "c", name, "model.input_size=24")["embedding"]["embedded"] == 120  # preprocessing
     assert clean(noisy_folder, tmp / "d", name, "model.embed_flip=true")["embedding"]["embedded"] == 120
     save_tiny(model, seed=1)  # the same folder, other weights

@@ -139,12 +139,20 @@ def embed_source(ds: LabeledImages, encoder: Encoder, device: torch.device, work
         return Embedded(features, entry.unreadable, {"embedded": 0, "reused": len(ds), "seconds": 0.0,
                                                      "dim": int(features.shape[1]), "store": str(entry.path)})
     embedded = _embed_all(ds, encoder, device, workers, emit)
+    embedded.features = as_kept(embedded.features)
     if key and distributed.world().is_main:
         info = {"source": ds.origin.get("location") or str(ds.root), "rows": len(ds), "dim": embedded.features.shape[1],
                 "encoder": identity}
         saved = embed_store.save(key, embedded.features.numpy(), embedded.unreadable, info)
         embedded.stats["store"] = str(saved.path) if saved else None
     return embedded
+
+
+def as_kept(features: Tensor) -> Tensor:
+    """`features` at the precision the store keeps them (float16 where every value fits), so that the run that
+    embeds and a rerun that reads them back decide on the same numbers."""
+    half = features.half()
+    return half.float() if torch.isfinite(half).all() else features
 
 
 def _embed_all(ds: LabeledImages, encoder: Encoder, device: torch.device, workers: int, emit: Callable[[Any], None]) -> Embedded:
