@@ -25,6 +25,7 @@ LOCAL_SOURCES = (README, "Hugging Face datasets and the Hub", 1)
 RUN_HERE = {  # every block a test below runs; test_every_block_is_run_or_marked holds the docs to this list
     (README, "Use", 0), (README, "Python API", 0), (README, "Python API", 1), (README, "Reviewing corrections", 0),
     (README, "Reviewing corrections", 1), (README, "Reviewing corrections", 3), LOCAL_SOURCES,
+    (README, "Photos: a pretrained backbone", 1),  # run as written by tests/test_pretrained.py (a tiny saved model)
     (WALKTHROUGH, "1. The data and what you verified", 0), (WALKTHROUGH, "2. Clean", 0),
     (WALKTHROUGH, "3. Look at the result", 0), (WALKTHROUGH, "4. Hand the model's view to other tools", 0),
     (WALKTHROUGH, "5. Verify more, clean again, predict", 0),

@@ -242,15 +242,18 @@ def test_readme_offline_pretrained_line_runs(noisy_folder):
     import re
     import shlex
 
-    block = re.search(r"### Photos: a pretrained backbone.*?```bash\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)[1]
-    line = next(line for line in block.splitlines() if "local-dir:" in line).split("#")[0]
+    blocks = re.search(r"### Photos: a pretrained backbone.*?```bash\n.*?```.*?```bash\n(.*?)```",
+                       (REPO_ROOT / "README.md").read_text(), re.S)
+    (line,) = blocks[1].strip().splitlines()
     model = save_tiny(noisy_folder["tmp"] / "my_model")
     paths = {"./photos": str(noisy_folder["root"]), "clean.csv": str(noisy_folder["clean"]),
              "model.backbone=local-dir:./my_model": f"model.backbone=local-dir:{model}"}
-    args = [paths.get(word, word) for word in shlex.split(line)[1:]]
-    out = noisy_folder["tmp"] / "run"
-    result = runner.invoke(app, [*args, *SMALL, "--out", str(out), "--device", "cpu", "-q"])
+    args = [paths.get(word, word) for word in shlex.split(line)[1:]]  # only the paths substituted
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(noisy_folder["tmp"])
+        result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    out = noisy_folder["tmp"] / "runs" / noisy_folder["root"].name
     assert json.loads((out / "student.json").read_text())["frozen_backbone"]["timm"]["architecture"] == "test_resnet"
 
 
