@@ -142,8 +142,8 @@ def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Pr
 @contextlib.contextmanager
 def _model_inputs(prepared: Prepared, recipe: Recipe, strict: bool, device: torch.device, out: Path,
                   watch: Stopwatch, emit: Event) -> Iterator[_Inputs]:
-    """The decoded image cache (see data/cache.py), or, under a frozen backbone, the images' embeddings (decoded
-    and embedded a batch at a time, kept in the embedding store: features.py)."""
+    """The decoded image cache (see cache/images.py), or, under a frozen backbone, the images' embeddings (decoded
+    and embedded a batch at a time, kept in the embedding store: train/frozen.py)."""
     ds, data = prepared.dataset, recipe.data
     if recipe.model.freeze_backbone:
         with watch("embed"):

@@ -1,7 +1,7 @@
 """The persistent embedding store: a source embedded once by a frozen backbone is kept on disk, so a second round
 (`--clean decisions.csv`), a rerun, `--resume` or another torchrun rank embeds nothing.
 
-Beside the decoded-image store (data/store.py: same EMLC_CACHE_DIR, `none` turns both off), entries live under
+Beside the decoded-image store (cache/store.py: same EMLC_CACHE_DIR, `none` turns both off), entries live under
 `embeddings/<key>/` (`embeddings.npy` float16 or float32 [N, D], `unreadable.json`, `info.json`). The key
 hashes what the features depend on: the source's identity (store.source_identity), the backbone and the
 digest of its weights (the Hub commit or the file's sha256), the preprocessing, flip averaging and the

@@ -1,8 +1,9 @@
 """The backbone table: each network emlc builds by name (`model.backbone`), and what it is.
 
-Any other name is a torchvision classification model (models.py builds it). Torch is imported only when a
-network is built, so recipes and data checks read the traits without it. Adding a backbone is its network
-(a module with `out_features`) and one row of BACKBONES."""
+Any other name is a timm model (`hf-hub:`, `local-dir:`, `timm:` or a name timm's registry knows: pretrained.py)
+or a torchvision classification model (build.py builds either). Torch is imported only when a network is built,
+so recipes and data checks read the traits without it. Adding a backbone is its network (a module with
+`out_features`) and one row of BACKBONES."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 class Backbone:
     """How to build a backbone (width, in_features) -> nn.Module with `out_features`, and its traits."""
 
-    build: Optional[Callable[[int, int], Any]] = None  # None: a torchvision model, built by models.py
+    build: Optional[Callable[[int, int], Any]] = None  # None: a torchvision model, built by models/build.py
     takes_features: bool = False       # its input is a feature vector (N x D), not an image
     channels_last_on_cpu: bool = False  # channels_last is faster for it on the CPU too (always used on CUDA)
     recorded_jvp: bool = True          # J g may come from the student step's recorded activations (tangents.py

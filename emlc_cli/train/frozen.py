@@ -5,7 +5,7 @@ The backbone's weights never change, so its forward pass is the same in every ep
 of (3 + K) times per meta step is what makes a pretrained feature space usable on a CPU. Images are decoded a
 batch at a time with the backbone's own preprocessing, embedded, and their pixels dropped (no full-size pixel
 cache: 1M images at 224 px are 150 GB of pixels, 0.8 GB of 384-d float16 features); the features are kept in
-the embedding store (embed_store.py), so a second round, a rerun, --resume or another rank embeds nothing."""
+the embedding store (cache/embeddings.py), so a second round, a rerun, --resume or another rank embeds nothing."""
 from __future__ import annotations
 
 import dataclasses
