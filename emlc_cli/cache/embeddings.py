@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from emlc_cli.cache import store
-from emlc_cli.run_folder.locks import process_alive
 
 log = logging.getLogger(__name__)
 EMBEDDINGS, UNREADABLE, INFO = "embeddings.npy", "unreadable.json", "info.json"
-ENTRY_FILES = {EMBEDDINGS, UNREADABLE, INFO}
+ENTRY_FILES = frozenset({EMBEDDINGS, UNREADABLE, INFO})
 
 
 @dataclass
@@ -72,7 +71,7 @@ def lookup(key: str, rows: int) -> Optional[Entry]:
     entry = _read_entry(base / key)
     if entry is None or not _intact(entry.array, rows):
         log.warning("embedding cache %s is damaged or incomplete; embedding again", base / key)
-        _remove_ours(base / key)
+        store.remove_ours(base / key, ENTRY_FILES)
         return None
     os.utime(entry.path / INFO)
     return entry
@@ -107,7 +106,7 @@ def save(key: str, features: Any, unreadable: list[tuple[int, str]], info: dict[
         return None  # the store is off, or these alone exceed EMLC_CACHE_MAX_GB: they last for this run only
     staged = None
     try:
-        remove_stale(base)
+        store.remove_stale(base, ENTRY_FILES)
         staged = store.staging_folder(base)
         half = features.astype(np.float16)
         np.save(staged / EMBEDDINGS, half if np.isfinite(half).all() else features.astype(np.float32))
@@ -120,25 +119,3 @@ def save(key: str, features: Any, unreadable: list[tuple[int, str]], info: dict[
         if not (base / key / INFO).is_file():
             log.warning("cannot keep the embeddings in %s (%s); they last for this run only", base, err)
     return _read_entry(base / key)
-
-
-def _remove_ours(folder: Path) -> None:
-    """Delete an entry folder only if it holds nothing but an entry's files."""
-    if _holds_only_entry_files(folder):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _holds_only_entry_files(folder: Path) -> bool:
-    try:
-        return not folder.is_symlink() and folder.is_dir() and {p.name for p in folder.iterdir()} <= ENTRY_FILES
-    except OSError:
-        return False
-
-
-def remove_stale(base: Path) -> None:
-    """The staging folders of killed processes on this host (named as store.staging_folder names them)."""
-    for entry in sorted(base.iterdir()) if base.is_dir() else []:
-        match = store.STAGING_NAME.fullmatch(entry.name)
-        if match and match[2] == store.HOST_TAG and int(match[1]) != os.getpid() and not process_alive(int(match[1])) \
-                and _holds_only_entry_files(entry):
-            shutil.rmtree(entry, ignore_errors=True)

@@ -35,6 +35,7 @@ from emlc_cli.run_folder.locks import process_alive
 log = logging.getLogger(__name__)
 DECODE_VERSION = "rgb-white-alpha-bilinear-draft-2"  # change whenever decode_images gives other pixels for the same file
 IMAGES, UNREADABLE, INFO = "images.npy", "unreadable.json", "info.json"
+ENTRY_FILES = frozenset({IMAGES, UNREADABLE, INFO})  # what an entry folder holds (the embedding store has its own)
 DEFAULT_MAX_GB = 50.0
 MAX_GB = 1e9  # a petabyte: beyond any disk, and still an exact integer of bytes
 META_BYTES = 1 << 20  # info.json is a few hundred bytes
@@ -149,7 +150,7 @@ def lookup(key: str, shape: tuple[int, ...]) -> Optional[Entry]:
     problem = entry.problem or _pixels_problem(entry, shape, check_digest=True)
     if problem:
         log.warning("image cache %s is damaged or incomplete (%s); decoding again", entry.path, problem)
-        _remove_ours(entry.path)
+        remove_ours(entry.path)
         return None
     os.utime(entry.path / INFO)
     return entry
@@ -264,19 +265,19 @@ def entries(include_damaged: bool = False) -> list[Entry]:
 
 
 def remove(entry: Entry) -> None:
-    _remove_ours(entry.path)
+    remove_ours(entry.path)
 
 
-def _remove_ours(folder: Path) -> None:
+def remove_ours(folder: Path, files: frozenset[str] = ENTRY_FILES) -> None:
     """Delete an entry folder, only if it holds nothing but the files an entry has (EMLC_CACHE_DIR may be a
     folder that also holds the user's own)."""
-    if _holds_only_entry_files(folder):
+    if _holds_only(folder, files):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _holds_only_entry_files(folder: Path) -> bool:
+def _holds_only(folder: Path, files: frozenset[str]) -> bool:
     try:
-        return not folder.is_symlink() and folder.is_dir() and {p.name for p in folder.iterdir()} <= {IMAGES, UNREADABLE, INFO}
+        return not folder.is_symlink() and folder.is_dir() and {p.name for p in folder.iterdir()} <= files
     except OSError:
         return False
 
@@ -323,24 +324,24 @@ def commit(staged: Path, key: str, info: dict[str, Any], unreadable: list[tuple[
     return entry if usable else None
 
 
-def remove_stale(folder: Path) -> list[Path]:
+def remove_stale(folder: Path, files: frozenset[str] = ENTRY_FILES) -> list[Path]:
     """Delete the staging folders killed processes left in `folder` (SIGKILL runs no cleanup): only folders named
-    exactly as staging_folder names them, created on this host, holding nothing but entry files, whose pid is dead."""
+    exactly as staging_folder names them, created on this host, holding nothing but `files`, whose pid is dead."""
     try:
         listed = sorted(folder.iterdir())
     except OSError:
         return []
-    stale = [e for e in listed if _is_stale(e)]
+    stale = [e for e in listed if _is_stale(e, files)]
     for entry in stale:
         shutil.rmtree(entry, ignore_errors=True)
     if stale:
-        log.warning("removed %d image cache(s) left by killed runs in %s", len(stale), folder)
+        log.warning("removed %d cache folder(s) left by killed runs in %s", len(stale), folder)
     return stale
 
 
-def _is_stale(entry: Path) -> bool:
+def _is_stale(entry: Path, files: frozenset[str]) -> bool:
     match = STAGING_NAME.fullmatch(entry.name)
     pid = int(match[1]) if match else 0
     if match is None or match[2] != HOST_TAG or pid == os.getpid() or process_alive(pid):
         return False
-    return _holds_only_entry_files(entry)
+    return _holds_only(entry, files)
