@@ -208,11 +208,8 @@ def file_digest(path: Path) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _hashed(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+        return f"sha256:{hashlib.file_digest(handle, 'sha256').hexdigest()}"
 
 
 def model_kwargs(located: Located, size: int = 0) -> dict[str, Any]:
