@@ -139,6 +139,22 @@ def test_second_run_embeds_nothing_until_weights_or_preprocessing_change(noisy_f
     assert clean(noisy_folder, tmp / "f", name)["embedding"]["embedded"] == 0
 
 
+@pytest.mark.parametrize("damage", ["fifo", "deep", "row"])
+def test_a_damaged_embedding_entry_is_embedded_again_never_read_blindly(noisy_folder, damage):
+    """The embedding store's files are read as the image store's are (issue 30): a FIFO for unreadable.json is
+    never opened (it hung), JSON nested 100k deep and a row outside the entry are a damaged entry, not a crash."""
+    model = save_tiny(noisy_folder["tmp"] / "resnet")
+    name = f"model.backbone=local-dir:{model}"
+    entry = Path(clean(noisy_folder, noisy_folder["tmp"] / "a", name)["embedding"]["store"])
+    target = entry / ("unreadable.json" if damage != "deep" else "info.json")
+    target.unlink()
+    if damage == "fifo":
+        os.mkfifo(target)
+    else:
+        target.write_text("[" * 100_000 + "]" * 100_000 if damage == "deep" else "[[-1, \"gone\"]]")
+    assert clean(noisy_folder, noisy_folder["tmp"] / "b", name)["embedding"]["embedded"] == 120
+
+
 def test_hub_cache_offline_loads_like_a_download(noisy_folder):
     """hf-hub:ORG/NAME resolves from a Hugging Face cache with HF_HUB_OFFLINE=1 (the path a real download takes);
     the run records the snapshot's commit as the weights' identity and needs no network to be evaluated."""

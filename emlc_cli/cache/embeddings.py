@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from emlc_cli.cache import store
+from emlc_cli.run_folder.disk import path_kind
 
 log = logging.getLogger(__name__)
 EMBEDDINGS, UNREADABLE, INFO = "embeddings.npy", "unreadable.json", "info.json"
@@ -88,12 +89,18 @@ def _intact(path: Path, rows: int) -> bool:
 
 
 def _read_entry(path: Path) -> Optional[Entry]:
-    try:
-        info = json.loads((path / INFO).read_text(encoding="utf-8"))
-        unreadable = [(int(i), str(reason)) for i, reason in json.loads((path / UNREADABLE).read_text(encoding="utf-8"))]
-    except (OSError, ValueError, TypeError):
+    """The entry in `path`, its files read as the image store reads its own (regular files only, never a link or a
+    FIFO, bounded, rows checked); None when anything about it is off."""
+    if path_kind(path) != "folder" or path_kind(path / EMBEDDINGS) != "file":
         return None
-    return Entry(path.name, path, info, unreadable) if isinstance(info, dict) else None
+    info, problem = store.read_json_bounded(path / INFO, store.META_BYTES)
+    rows = info.get("rows") if isinstance(info, dict) else None
+    if problem or not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        return None
+    unreadable, problem = store.read_json_bounded(path / UNREADABLE, store.UNREADABLE_BYTES)
+    if problem or store.unreadable_problem(unreadable, rows):
+        return None
+    return Entry(path.name, path, info, [(int(i), str(reason)) for i, reason in unreadable])
 
 
 def save(key: str, features: Any, unreadable: list[tuple[int, str]], info: dict[str, Any]) -> Optional[Entry]:

@@ -186,18 +186,18 @@ def _read_entry(path: Path) -> Entry:
     if path_kind(path / IMAGES) != "file":
         return Entry(path.name, path, 0, {}, [], f"{IMAGES}: missing, or not a regular file")
     size = (path / IMAGES).lstat().st_size
-    info, problem = _read_json(path / INFO, META_BYTES)
+    info, problem = read_json_bounded(path / INFO, META_BYTES)
     problem = problem or _info_problem(info)
     if problem:
         return Entry(path.name, path, size, info if isinstance(info, dict) else {}, [], problem)
-    unreadable, problem = _read_json(path / UNREADABLE, UNREADABLE_BYTES)
-    problem = problem or _unreadable_problem(unreadable, info["rows"])
+    unreadable, problem = read_json_bounded(path / UNREADABLE, UNREADABLE_BYTES)
+    problem = problem or unreadable_problem(unreadable, info["rows"])
     if problem:
         return Entry(path.name, path, size, info, [], problem)
     return Entry(path.name, path, size, info, [(int(i), reason) for i, reason in unreadable])
 
 
-def _read_json(path: Path, limit: int) -> tuple[Any, str]:
+def read_json_bounded(path: Path, limit: int) -> tuple[Any, str]:
     """(value, "") or (None, why not): a regular file (never a link, FIFO or device) of at most `limit` bytes."""
     try:
         return json.loads(read_regular(path, limit).decode("utf-8")), ""
@@ -236,7 +236,7 @@ def _info_problem(info: Any) -> str:
     return ""
 
 
-def _unreadable_problem(unreadable: Any, rows: int) -> str:
+def unreadable_problem(unreadable: Any, rows: int) -> str:
     """unreadable.json: [row, reason] pairs, each row of the entry at most once."""
     if not isinstance(unreadable, list):
         return f"{UNREADABLE}: not a JSON list"
