@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from emlc_cli.jsonfile import read_json_file
 from emlc_cli.errors import DataError, EmlcError, redact, register_secret
 from emlc_cli.export.label_studio import CONFIG, STORAGE, TASKS
 
@@ -60,12 +61,9 @@ def read_export(folder: Path) -> Export:
 
 
 def _json(path: Path, kind: type) -> Any:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("file not found", path=path) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"not JSON ({str(err)[:80]})", path=path) from None
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    loaded = read_json_file(path, "not JSON")
     if not isinstance(loaded, kind):
         raise DataError(f"expected a JSON {'object' if kind is dict else 'list'}", path=path)
     return loaded

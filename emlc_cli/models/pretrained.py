@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from emlc_cli.models.backbones import BACKBONES, TIMM_PREFIXES
-from emlc_cli.errors import RecipeError
+from emlc_cli.errors import DataError, RecipeError
+from emlc_cli.jsonfile import read_json_file
 
 PREFIXES = TIMM_PREFIXES
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -124,9 +124,9 @@ def _read_config(name: str, path: Path) -> dict[str, Any]:
         raise RecipeError(f"{name}: {path} not found (a timm model folder holds {CONFIG_FILE} and {WEIGHTS_FILE}); "
                           f"{LOCAL_HINT}", key=KEY)
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise RecipeError(f"{name}: {path} is not readable JSON ({str(err)[:120]})", key=KEY) from None
+        config = read_json_file(path, "is not readable JSON")
+    except DataError as err:  # the recipe named this folder: the error names the key
+        raise RecipeError(f"{name}: {err}", key=KEY) from None
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise RecipeError(f"{name}: {path} names no 'architecture' (not a timm model config)", key=KEY)
     if not isinstance(config.get("model_args") or {}, dict) or not isinstance(config.get("pretrained_cfg") or {}, dict):
