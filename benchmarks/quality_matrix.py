@@ -123,7 +123,8 @@ def frozen_row(args: argparse.Namespace, task: Path, name: str, classes: list[st
     student scored on --test-per-class test images of each class; with --second-round the same command again."""
     given, truth, noisy = labels
     out = task / f"frozen_{name}"
-    overrides = [f"model.backbone=local-dir:{args.models / BACKBONES[name]}", *args.frozen_overrides.split()]
+    backbone = "+".join(f"local-dir:{args.models / BACKBONES[part]}" for part in name.split("+"))  # lite0+lite2: both views
+    overrides = [f"model.backbone={backbone}", *args.frozen_overrides.split()]
     env = {"PYTHONPATH": str(args.emlc_pythonpath)} if args.emlc_pythonpath else {}
     seconds, test_acc = cb.run_emlc(args.cifar, task, args.frozen_recipe, overrides, out, env=env, test_root=test_subset(args))
     result = cb.row(f"frozen {name}", emlc_labels(out, classes, paths), given, truth, noisy, test_acc, seconds)
@@ -169,7 +170,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, help="write the table into this markdown file")
     ap.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "shared/models",
                     help="method frozen: the folder of the pretrained models (tf_efficientnet_lite0.in1k/, ...)")
-    ap.add_argument("--backbones", default="lite0", help="method frozen: comma-separated, of " + ", ".join(BACKBONES))
+    ap.add_argument("--backbones", default="lite0", help="method frozen: comma-separated, of " + ", ".join(BACKBONES) + " (A+B: both, concatenated)")
     ap.add_argument("--frozen-recipe", default="frozen", help="method frozen: the recipe (a name or a YAML file)")
     ap.add_argument("--frozen-overrides", default="", help="method frozen: more recipe overrides, space-separated")
     ap.add_argument("--emlc-pythonpath", type=Path, help="method frozen: run emlc from this checkout (PYTHONPATH)")

@@ -18,7 +18,7 @@ from emlc_cli._version import __version__
 from emlc_cli.prepare import advice
 from emlc_cli.decide import decision
 from emlc_cli.runtime import distributed
-from emlc_cli.train import frozen as features, saved_state
+from emlc_cli.train import frozen as features, saved_state, small_pool
 from emlc_cli import metrics
 from emlc_cli.run_folder import layout as run_folder, log as runlog
 from emlc_cli.train import resume as resume_checks
@@ -36,6 +36,7 @@ from emlc_cli.prepare.same_inputs import check_same_on_every_rank
 from emlc_cli.runtime.timing import Stopwatch
 from emlc_cli.prepare.verified import Prepared, prepare  # noqa: F401 - prepare is part of the public API
 from emlc_cli.train.trainer import MetaTrainer
+from emlc_cli.models.backbones import FEATURE_HEAD
 from emlc_cli.models.build import ImageInput, image_input
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ def _clean(data: SourceSpec, clean_csv: list[Path], out: Path, recipe: Recipe, t
     seed_everything(seed)
     with _model_inputs(prepared, recipe, strict, torch_device, out, watch, emit) as inputs:
         trained = features.head_recipe(recipe) if inputs.encoder is not None else recipe
+        if trained.model.backbone == FEATURE_HEAD:
+            trained, inputs.batch_note = small_pool.for_pool(trained, len(inputs.noisy_idx), world.size)
+            if inputs.batch_note and world.is_main:
+                log.info("heads on a small pool: %s", inputs.batch_note)
         trainer = MetaTrainer(trained, len(prepared.dataset.classes), *_tensor_sets(prepared, inputs.images, inputs.noisy_idx),
                               device=torch_device, seed=seed, preprocessing=inputs.image_input.preprocessing)
         if saved is not None:  # before the staging folder is opened: a refused state is left as it was
@@ -117,6 +122,7 @@ class _Inputs:
     image_input: ImageInput  # how the images were prepared (and, for a trained timm backbone, its rebuild record)
     encoder: features.Encoder | None = None
     embedding: dict[str, Any] | None = None  # the embedding pass: images embedded, reused from the store, seconds
+    batch_note: str | None = None  # MLP heads on a small pool: the smaller batches they trained on, and why
 
 
 def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Prepared, inputs: _Inputs, recipe: Recipe,
@@ -132,6 +138,7 @@ def _train_and_write(run: RunDir | NoOutputs, trainer: MetaTrainer, prepared: Pr
     summary["finetune_kept"] = trainer.finetune_kept
     summary["finetune_holdout_accuracy"] = trainer.finetune_holdout
     summary["embedding"] = inputs.embedding
+    summary["batch_note"] = inputs.batch_note
     summary["processes"] = {"count": trainer.world.size, "backend": trainer.world.backend or None,
                             "max_weight_difference": _max_weight_difference(trainer)}
     with watch("outputs"):
@@ -318,7 +325,7 @@ def _summary(prepared: Prepared, result: decision.Result, trainer: MetaTrainer, 
         "warnings": prepared.warnings + ([_too_weak_warning(result.evidence)] if result.evidence.get("too_weak") else []),
         "skipped": {ds.paths[i]: reason for i, reason in skipped.items()}, "ignored_files": ds.ignored_files,
         "train_seconds": round(train_seconds, 2),
-        "images_per_s": round(steps * recipe.train.batch_size / max(train_seconds, 1e-9), 1),
+        "images_per_s": round(steps * trainer.recipe.train.batch_size / max(train_seconds, 1e-9), 1),
         "device": str(device), "recipe": recipe.origin or recipe.name,
         "peak_device_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
         "versions": {"emlc": __version__, "torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform()},
