@@ -100,11 +100,12 @@ class EmbeddingCache:
 
 def import_run(caches: dict[str, "EmbeddingCache"], args: argparse.Namespace, spec: str) -> None:
     """`NAME=RUN`: the embeddings an emlc frozen run kept in its embedding store (summary.json's embedding.store,
-    rows in corrected.csv's order) become view NAME; their cosine similarity to the timm-transform embeddings of
+    rows in corrected.csv's order; a run of several backbones: each one's, concatenated) become view NAME; their cosine similarity to the timm-transform embeddings of
     the backbone NAME contains (lite0, lite2), on the images both hold, is printed."""
     name, _, run = spec.partition("=")
     summary = json.loads((Path(run) / "summary.json").read_text())
-    features = np.load(Path(summary["embedding"]["store"]) / "embeddings.npy").astype(np.float32)
+    stores = [view["store"] for view in summary["embedding"].get("views", [summary["embedding"]])]  # A+B: each kept
+    features = np.concatenate([np.load(Path(store) / "embeddings.npy").astype(np.float32) for store in stores], axis=1)
     paths = [r["path"] for r in qm_csv(Path(run) / "corrected.csv")]
     if len(paths) != len(features):
         raise SystemExit(f"{run}: {len(paths)} rows in corrected.csv, {len(features)} embeddings")
@@ -114,6 +115,7 @@ def import_run(caches: dict[str, "EmbeddingCache"], args: argparse.Namespace, sp
     shared = [p for p in paths if own and p in caches[own].known]
     if shared:
         a, b = caches[name].get(shared), caches[own].get(shared)
+        a = a[:, :b.shape[1]]  # several backbones: the first is `own`'s
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-9)
         print(f"{name}: {len(paths)} embeddings; cosine to {own} (timm transform) on {len(shared)} images: "
               f"mean {cos.mean():.4f}, min {cos.min():.4f}", flush=True)

@@ -7,7 +7,8 @@ hashes what the features depend on: the source's identity (store.source_identity
 digest of its weights (the Hub commit or the file's sha256), the preprocessing, flip averaging and the
 decoder. Changed weights or preprocessing give another key; an entry is written in a staging folder and
 renamed into place when complete. `EMLC_CACHE_MAX_GB` bounds one entry (embeddings are a small fraction of the
-pixels they replace; `emlc cache ls` lists the decoded images only). Torch-free."""
+pixels they replace); `emlc cache ls` lists the entries beside the decoded images and `emlc cache rm` removes them.
+Torch-free."""
 from __future__ import annotations
 
 import hashlib
@@ -38,6 +39,42 @@ class Entry:
     @property
     def array(self) -> Path:
         return self.path / EMBEDDINGS
+
+    @property
+    def bytes(self) -> int:
+        return sum(_size(self.path / name) for name in ENTRY_FILES)
+
+    @property
+    def last_used(self) -> float:
+        return _mtime(self.path / INFO)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def entries() -> list[Entry]:
+    """Every readable entry, most recently used first (what `emlc cache ls` lists)."""
+    base = root()
+    if base is None or path_kind(base) != "folder":
+        return []
+    found = [_read_entry(p) for p in base.iterdir() if store.KEY_NAME.fullmatch(p.name)]
+    return sorted((e for e in found if e is not None), key=lambda e: -e.last_used)
+
+
+def remove(entry: Entry) -> None:
+    """Delete an entry, only if its folder holds nothing but an entry's files."""
+    store.remove_ours(entry.path, ENTRY_FILES)
 
 
 def root() -> Optional[Path]:

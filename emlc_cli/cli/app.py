@@ -97,7 +97,7 @@ app = typer.Typer(name="emlc", help="Clean noisy labels with Enhanced Meta Label
 recipes_app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True,
                           epilog="[bold]Examples[/]\n\n  emlc recipes list\n  emlc recipes show quick\n"
                                  "  emlc recipes copy quick my.yaml      # then: emlc clean DATA --clean CSV --recipe my.yaml")
-cache_app = typer.Typer(help="List and remove the decoded images kept for later runs (EMLC_CACHE_DIR).",
+cache_app = typer.Typer(help="List and remove the decoded images and embeddings kept for later runs (EMLC_CACHE_DIR).",
                         no_args_is_help=True, epilog="[bold]Examples[/]\n\n  emlc cache ls\n  emlc cache rm --all")
 
 
