@@ -14,6 +14,7 @@ def test_a_small_pool_fills_sixteen_batches(rows, batch, clean):
     recipe, why = small_pool.for_pool(load_recipe("frozen"), rows)
     assert (recipe.train.batch_size, recipe.train.clean_batch_size) == (batch, clean)
     assert why and f"{rows} noisy rows" in why and f"-> {batch}" in why
+    assert ("train.clean_batch_size" in why) == (clean != 128)
 
 
 @pytest.mark.parametrize("rows", [4096, 10_000, 1_000_000])

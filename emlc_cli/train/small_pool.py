@@ -27,7 +27,8 @@ def for_pool(recipe: Recipe, noisy_rows: int, processes: int = 1) -> tuple[Recip
         return recipe, None
     clean = max(2 * processes, min(t.clean_batch_size, batch) // processes * processes)
     train = dataclasses.replace(t, batch_size=batch, clean_batch_size=min(clean, t.clean_batch_size))
-    why = (f"train.batch_size {t.batch_size} -> {batch} and train.clean_batch_size {t.clean_batch_size} -> "
-           f"{train.clean_batch_size}: {noisy_rows} noisy rows fill fewer than {MIN_BATCHES} batches of {t.batch_size}, "
-           f"too few steps for the heads to learn")
+    verified = (f" and train.clean_batch_size {t.clean_batch_size} -> {train.clean_batch_size}"
+                if train.clean_batch_size != t.clean_batch_size else "")
+    why = (f"train.batch_size {t.batch_size} -> {batch}{verified}: {noisy_rows} noisy rows fill fewer than "
+           f"{MIN_BATCHES} batches of {t.batch_size}, too few steps for the heads to learn")
     return dataclasses.replace(recipe, train=train), why
