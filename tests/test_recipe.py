@@ -77,6 +77,19 @@ def test_unknown_backbone_lists_close_names():
     assert "model.backbone" in info.value.one_line() and "resnet18" in info.value.one_line()
 
 
+@pytest.mark.parametrize("value, fragment", [
+    ("local-dir:", "local-dir: needs a folder"),
+    ("hf-hub:", "must look like hf-hub:ORG/NAME"),
+    ("a: b", "is not a model name"),
+])
+def test_a_backbone_prefix_without_a_name_is_a_name_not_a_mapping(value, fragment):
+    """YAML reads `local-dir:` as {'local-dir': None}; the override must reach the name check as text."""
+    with pytest.raises(RecipeError) as info:
+        load_recipe("frozen", [f"model.backbone={value}"])
+    assert f"override model.backbone={value}" in info.value.one_line() and fragment in info.value.one_line()
+    assert "dict" not in info.value.one_line()
+
+
 def test_optimiser_factors_are_recipe_keys_with_the_former_constants():
     train = load_recipe("quick").train
     assert (train.teacher_momentum, train.teacher_decay_factor, train.finetune_lr_factor) == (0.9, 0.1, 0.1)

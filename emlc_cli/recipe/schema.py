@@ -289,11 +289,13 @@ def _override_value(text: str, key: str) -> Any:
     if not text.strip():
         return ""
     try:
-        return yaml.load(text, Loader=_RecipeLoader)
+        value = yaml.load(text, Loader=_RecipeLoader)
     except _Refused as err:
         raise RecipeError(f"override value: {err.problem}", key=_short(key)) from None
     except yaml.YAMLError:
         return text
+    # no recipe key takes a mapping: `local-dir:` or `hf-hub:` with nothing after it is a (bad) name, not {key: None}
+    return text.strip() if isinstance(value, dict) else value
 
 
 def _check_keys(given: dict[str, Any], allowed: list[str], prefix: str, source: str | None) -> None:
