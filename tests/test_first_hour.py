@@ -51,6 +51,17 @@ def test_clean_help_groups_options_and_names_defaults():
     assert "[default: runs/NAME, NAME from DATA]" in text
 
 
+@pytest.mark.parametrize("columns", [80, 120])
+def test_the_help_captured_in_docs_names_todays_options(columns):
+    """docs/clean-help-*.txt are copies of `COLUMNS=N emlc clean --help` (docs/progress.sh): the same options, the
+    same order, or a reader is shown a command that no longer exists. Layout and default notes differ between
+    rich and typer versions (CI's lowest-versions pass), so the options named are compared, not bytes."""
+    live = CliRunner(env={"COLUMNS": str(columns)}).invoke(app, ["clean", "--help"]).output
+    captured = (Path(__file__).parents[1] / "docs" / f"clean-help-{columns}.txt").read_text()
+    options = lambda text: re.findall(r"(?<![\w-])--[a-z][a-z-]*", text)  # noqa: E731
+    assert options(captured) == options(live)
+
+
 def test_usage_line_and_placeholders_read_plainly():
     text = wide.invoke(app, ["clean", "--help"]).output
     assert "Usage: emlc clean [OPTIONS] DATA [KEY=VALUE]..." in text
