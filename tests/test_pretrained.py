@@ -134,9 +134,14 @@ def test_second_run_embeds_nothing_until_weights_or_preprocessing_change(noisy_f
     assert np.array_equal(*probs)
     assert clean(noisy_folder, tmp / "c", name, "model.input_size=24")["embedding"]["embedded"] == 120  # preprocessing
     assert clean(noisy_folder, tmp / "d", name, "model.embed_flip=true")["embedding"]["embedded"] == 120
-    save_tiny(model, seed=1)  # the same folder, other weights
-    assert clean(noisy_folder, tmp / "e", name)["embedding"]["embedded"] == 120
-    assert clean(noisy_folder, tmp / "f", name)["embedding"]["embedded"] == 0
+    from emlc_cli.cache import embeddings
+
+    assert {e.info["backbone"] for e in embeddings.entries()} == {f"local-dir:{model}"}  # what `emlc cache ls` shows
+    moved = model.rename(tmp / "moved")  # the same weights elsewhere: named by their digest, not their folder
+    assert clean(noisy_folder, tmp / "g", f"model.backbone=local-dir:{moved}")["embedding"]["embedded"] == 0
+    save_tiny(moved, seed=1)  # the same folder, other weights
+    assert clean(noisy_folder, tmp / "e", f"model.backbone=local-dir:{moved}")["embedding"]["embedded"] == 120
+    assert clean(noisy_folder, tmp / "f", f"model.backbone=local-dir:{moved}")["embedding"]["embedded"] == 0
 
 
 @pytest.mark.parametrize("damage", ["fifo", "deep", "row"])

@@ -41,7 +41,7 @@ def ls_command() -> None:
     for entry in kept:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
         encoder = entry.info.get("encoder")
-        backbone = encoder.get("backbone", "?") if isinstance(encoder, dict) else "?"
+        backbone = entry.info.get("backbone") or (encoder.get("backbone", "?") if isinstance(encoder, dict) else "?")
         console.text(f"{entry.key[:12]}  {entry.bytes / 2**20:9.1f} MB  {entry.info['rows']:>8} x {entry.info.get('dim', '?')}-d  "
                      f"used {used}  {backbone}  {entry.info.get('source', '?')}")
 

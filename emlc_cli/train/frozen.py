@@ -99,7 +99,9 @@ def _timm_encoder(recipe: Recipe) -> Encoder:
     kwargs = pretrained.model_kwargs(located, m.input_size)
     record = {"architecture": m.backbone, "small_stem": False, "weights": m.weights, "digest": located.digest,
               "timm": {"architecture": located.architecture, "kwargs": kwargs}}
-    identity = {"backbone": m.backbone, "architecture": located.architecture, "kwargs": kwargs, "digest": located.digest}
+    # the weights' digest names them wherever they sit: a model folder moved or copied reuses its embeddings
+    named_by = {"digest": located.digest} if located.digest else {"backbone": m.backbone}
+    identity = {**named_by, "architecture": located.architecture, "kwargs": kwargs, "weights": m.weights}
     return Encoder(net, preprocessing, identity, record)
 
 
@@ -142,7 +144,7 @@ def embed_source(ds: LabeledImages, encoder: Encoder, device: torch.device, work
     embedded.features = as_kept(embedded.features)
     if key and distributed.world().is_main:
         info = {"source": ds.origin.get("location") or str(ds.root), "rows": len(ds), "dim": embedded.features.shape[1],
-                "encoder": identity}
+                "encoder": identity, "backbone": encoder.record.get("architecture")}  # the name it was first embedded under
         saved = embed_store.save(key, embedded.features.numpy(), embedded.unreadable, info)
         embedded.stats["store"] = str(saved.path) if saved else None
     return embedded
