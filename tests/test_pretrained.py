@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY
 from emlc_cli.cli.app import app
-from emlc_cli.student.evaluation import evaluate_truth, load_student, predict_probs
+from emlc_cli.student.evaluation import evaluate_student, evaluate_truth, load_student, predict_probs
 from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.imagefolder import load_unlabelled_folder
 from emlc_cli.student.inference import predict_run
@@ -96,11 +96,34 @@ def test_predict_applies_the_recorded_preprocessing(noisy_folder):
     own = timm.data.resolve_model_data_config(timm.create_model("test_resnet", pretrained=False))
     images, _ = decode_images(load_unlabelled_folder(noisy_folder["root"]), 32, resize="crop", crop_pct=own["crop_pct"],
                               interpolation=own["interpolation"])
-    np.testing.assert_allclose(probs, predict_probs(student, images, torch.device("cpu"), config=config), atol=1e-6)
+    # predict embeds through the store, as training did: features kept at float16, hence 1e-4, not float32's 1e-6
+    np.testing.assert_allclose(probs, predict_probs(student, images, torch.device("cpu"), config=config), atol=1e-4)
     imagenet = predict_probs(student, images, torch.device("cpu"), config={"input_size": 32})
     assert np.abs(probs - imagenet).max() > 1e-3
     stretched, _ = decode_images(load_unlabelled_folder(noisy_folder["root"]), 32)
     assert np.abs(probs - predict_probs(student, stretched, torch.device("cpu"), config=config)).max() > 1e-3
+
+
+def test_predict_and_evaluate_read_and_keep_embeddings_in_the_store(noisy_folder, monkeypatch):
+    """The run's own images were embedded by clean: predict on them embeds nothing. New images are embedded once
+    and kept: predicting them again, or evaluating on them, embeds nothing. Same numbers either way."""
+    import shutil
+
+    from emlc_cli.train import frozen
+
+    model, out = save_tiny(noisy_folder["tmp"] / "resnet"), noisy_folder["tmp"] / "run"
+    clean(noisy_folder, out, f"model.backbone=local-dir:{model}")
+    embedded, original = [], frozen._embed_all
+    monkeypatch.setattr(frozen, "_embed_all", lambda ds, *rest: embedded.append(len(ds)) or original(ds, *rest))
+    first = predict_run(out, SourceSpec(str(noisy_folder["root"])), device="cpu")[2]
+    assert embedded == []
+    other = shutil.copytree(noisy_folder["root"], noisy_folder["tmp"] / "other")
+    again = [predict_run(out, SourceSpec(str(other)), device="cpu")[2] for _ in range(2)]
+    assert embedded == [120]
+    np.testing.assert_array_equal(again[0], again[1])
+    np.testing.assert_allclose(again[0], first, atol=1e-6)  # the same images under another folder: the same numbers
+    assert evaluate_student(out, str(other), device="cpu")["images"] == 120
+    assert embedded == [120]
 
 
 def test_decoding_matches_timms_own_transform(tmp_path):

@@ -18,7 +18,7 @@ from emlc_cli.data.kinds import load_source
 from emlc_cli.cache.batches import BatchMaker, ordered_batches
 from emlc_cli.data.manifest import read_path_label_csv
 from emlc_cli.errors import DataError
-from emlc_cli.train.frozen import FrozenFeatures, Views, rebuild_backbone
+from emlc_cli.train.frozen import FrozenFeatures, Views, rebuild_backbone, recorded_encoder
 from emlc_cli.models.build import build_classifier, rebuild_timm_classifier
 from emlc_cli.run_folder.writer import load_model_files
 from emlc_cli.preprocessing import from_model_config
@@ -42,7 +42,9 @@ def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict
             backbone = rebuild_backbone(frozen, config["width"])
             backbone.load_state_dict(load_model_files(run, run_folder.BACKBONE)[0])
         parts = frozen.get("parts")
-        model = Views(backbone, parts, model) if parts else FrozenFeatures(backbone, model, bool(frozen.get("embed_flip", False)))
+        flip = bool(frozen.get("embed_flip", False))
+        model = (Views(backbone, parts, model) if parts else
+                 FrozenFeatures(backbone, model, flip, recorded_encoder(backbone, frozen, from_model_config(config))))
     return model.to(device).eval(), config
 
 
@@ -60,7 +62,7 @@ def readable_probs(model: torch.nn.Module, dataset: Any, config: dict[str, Any],
                    where: Any) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """(readable row indices, the model's softmax over them, (index, reason) of every unreadable row), every row
     prepared as the run was trained."""
-    if isinstance(model, Views):  # several backbones, each with its own preprocessing
+    if isinstance(model, (Views, FrozenFeatures)):  # embedded a batch at a time, through the embedding store
         embedded = model.embed(dataset, device)
         keep = np.setdiff1d(np.arange(len(dataset)), [i for i, _ in embedded.unreadable])
         features = embedded.features[torch.as_tensor(keep, dtype=torch.long)]

@@ -99,10 +99,24 @@ def _timm_encoder(recipe: Recipe) -> Encoder:
     kwargs = pretrained.model_kwargs(located, m.input_size)
     record = {"architecture": m.backbone, "small_stem": False, "weights": m.weights, "digest": located.digest,
               "timm": {"architecture": located.architecture, "kwargs": kwargs}}
-    # the weights' digest names them wherever they sit: a model folder moved or copied reuses its embeddings
-    named_by = {"digest": located.digest} if located.digest else {"backbone": m.backbone}
-    identity = {**named_by, "architecture": located.architecture, "kwargs": kwargs, "weights": m.weights}
+    identity = _timm_identity(m.backbone, located.digest, located.architecture, kwargs, m.weights)
     return Encoder(net, preprocessing, identity, record)
+
+
+def _timm_identity(backbone: str, digest: str, architecture: str, kwargs: dict[str, Any], weights: str) -> dict[str, Any]:
+    # the weights' digest names them wherever they sit: a model folder moved or copied reuses its embeddings
+    named_by = {"digest": digest} if digest else {"backbone": backbone}
+    return {**named_by, "architecture": architecture, "kwargs": kwargs, "weights": weights}
+
+
+def recorded_encoder(net: nn.Module, record: dict[str, Any], preprocessing: Preprocessing) -> Encoder:
+    """A saved run's frozen backbone as an Encoder. A timm backbone whose record names its weights' digest gets
+    the identity it was embedded under, so evaluate and predict read (and keep) the store's embeddings; any
+    other embeds without the store."""
+    timm_record, digest = record.get("timm"), record.get("digest")
+    identity = (_timm_identity(record["architecture"], digest, timm_record["architecture"], timm_record["kwargs"],
+                               record.get("weights", "pretrained")) if timm_record and digest else {})
+    return Encoder(net, preprocessing, identity, record, bool(record.get("embed_flip", False)))
 
 
 def rebuild_backbone(frozen: dict[str, Any], width: int) -> nn.Module:
@@ -132,7 +146,8 @@ def embed_source(ds: LabeledImages, encoder: Encoder, device: torch.device, work
     """Every row of `ds` embedded, read from the embedding store when it holds them (nothing is embedded then).
     Under torchrun each rank embeds its share and every rank gets all rows; rank 0 writes the entry."""
     identity = {**encoder.identity, "preprocessing": encoder.preprocessing.to_dict(), "flip": encoder.flip}
-    key = distributed.broadcast_object(embed_store.key_for(ds, identity) if distributed.world().is_main else None)
+    known = bool(encoder.identity) and distributed.world().is_main  # no identity, no key: nothing to match it by
+    key = distributed.broadcast_object(embed_store.key_for(ds, identity) if known else None)
     entry = distributed.broadcast_object(embed_store.lookup(key, len(ds)) if key and distributed.world().is_main else None)
     if entry is not None:
         features = torch.from_numpy(np.load(entry.array).astype(np.float32))
@@ -228,11 +243,15 @@ def _progress(total: int, emit: Callable[[Any], None]) -> Callable[[int], None]:
 
 class FrozenFeatures(nn.Module):
     """A saved frozen-backbone run as one image classifier: head(backbone(x)), flip-averaged as it was embedded
-    (for evaluate, predict and export)."""
+    (for export); `embed(ds)` embeds a source through the store, as training did (evaluate, predict)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, flip: bool = False) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, flip: bool = False, encoder: Encoder | None = None) -> None:
         super().__init__()
-        self.backbone, self.head, self.flip = backbone, head, flip
+        self.backbone, self.head, self.flip, self.encoder = backbone, head, flip, encoder
+
+    def embed(self, ds: LabeledImages, device: torch.device) -> Embedded:
+        assert self.encoder is not None, "FrozenFeatures.embed needs the run's encoder (load_student gives it)"
+        return embed_source(ds, self.encoder, device)
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.backbone(x).flatten(1)
@@ -249,11 +268,10 @@ class Views(nn.Module):
     def __init__(self, backbones: nn.ModuleList, parts: list[dict[str, Any]], head: nn.Module) -> None:
         super().__init__()
         self.backbones, self.head = backbones, head
-        self.encoders = [Encoder(net, _recorded(part["preprocessing"]), {}, part, bool(part.get("embed_flip", False)))
-                         for net, part in zip(backbones, parts)]
+        self.encoders = [recorded_encoder(net, part, _recorded(part["preprocessing"])) for net, part in zip(backbones, parts)]
 
     def embed(self, ds: LabeledImages, device: torch.device) -> Embedded:
-        done = [_embed_all(ds, encoder, device, 0, lambda event: None) for encoder in self.encoders]
+        done = [embed_source(ds, encoder, device) for encoder in self.encoders]
         unreadable = sorted(set(item for d in done for item in d.unreadable))
         return Embedded(torch.cat([d.features for d in done], dim=1), unreadable)
 
