@@ -196,6 +196,24 @@ def test_hub_cache_offline_loads_like_a_download(noisy_folder):
     assert frozen["digest"] == f"hub:{COMMIT}" and frozen["timm"]["architecture"] == "test_resnet"
 
 
+def test_without_network_the_cache_is_used_at_once_without_retries(noisy_folder):
+    """HF_HUB_OFFLINE unset and a Hub host that does not resolve (no network): huggingface_hub alone retries five
+    times, a warning each, before it reads its cache. The cached model loads with no warning; one not cached is
+    one line."""
+    tmp = noisy_folder["tmp"]
+    cache = hub_cache(tmp / "hub", "acme/tiny-resnet", save_tiny(tmp / "resnet"))
+    no_proxy = {name: "" for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")}
+    env = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://hub.invalid", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp / "home"),
+           **no_proxy}
+    args = ["clean", str(noisy_folder["root"]), "--clean", str(noisy_folder["clean"]), "--recipe", "frozen", *SMALL,
+            "--device", "cpu", "-q"]
+    done = emlc(*args, "model.backbone=hf-hub:acme/tiny-resnet", "-o", str(tmp / "run"), env=env, cwd=tmp)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    missing = emlc(*args, "model.backbone=hf-hub:acme/not-cached", "-o", str(tmp / "run2"), env=env, cwd=tmp)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "the Hub cannot be reached" in missing.stderr
+
+
 @pytest.mark.parametrize("name", ["hf-hub:acme/not-cached", "vit_small_patch14_dinov2.lvd142m"])
 def test_offline_and_not_cached_is_one_line(noisy_folder, name):
     tmp = noisy_folder["tmp"]

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
+import socket
+import urllib.parse
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +178,7 @@ def _hub_file(name: str, repo: str, filename: str, revision: str | None) -> Path
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, library_name="emlc"))
+        return Path(hf_hub_download(repo, filename, revision=revision, library_name="emlc", local_files_only=_no_hub()))
     except LocalEntryNotFoundError:
         how = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
         raise RecipeError(f"{name}: {filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {how}; "
@@ -193,6 +196,25 @@ def _hub_file(name: str, repo: str, filename: str, revision: str | None) -> Path
     except OSError as err:  # the cache folder unwritable, a disk full
         raise RecipeError(f"{name}: cannot write the Hugging Face cache ({type(err).__name__}: {str(err)[:120]})",
                           key=KEY) from None
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _no_hub() -> bool:
+    """True when the Hub's host name does not resolve: no network. huggingface_hub would then retry its request
+    five times (about 23 s, with a warning each time) before falling back to its cache, on every run, and it has
+    no setting for that short of HF_HUB_OFFLINE. Behind a proxy the proxy resolves names, so nothing is judged."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return False
+    host = urllib.parse.urlsplit(constants.ENDPOINT).hostname
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return True
+    return False
 
 
 def _commit_of(path: Path) -> str:
