@@ -101,6 +101,20 @@ def test_the_cap_evicts_the_least_recently_used_and_a_source_above_it_is_not_kep
     assert [e.info["size"] for e in store.entries()] == [15]
 
 
+def test_the_cap_covers_decoded_images_and_kept_embeddings_together(noisy_folder, monkeypatch, decodes):
+    """EMLC_CACHE_MAX_GB caps both stores at once: whichever entry, images or embeddings, was used least recently
+    goes first to make room for the other kind."""
+    from emlc_cli.cache import embeddings
+
+    one_entry = 120 * 3 * 16 * 16
+    monkeypatch.setenv("EMLC_CACHE_MAX_GB", str(1.5 * one_entry / 2**30))
+    cached(noisy_folder, size=16)
+    kept = embeddings.save("cd" * 32, np.ones((120, 230), dtype=np.float32), [], {"source": "x", "rows": 120, "dim": 230})
+    assert kept is not None and embeddings.entries() and store.entries() == []  # the images were older: they went
+    cached(noisy_folder, size=16)  # decoded again (the entry is gone), and kept: the embeddings go in their turn
+    assert decodes["images"] == 240 and len(store.entries()) == 1 and embeddings.entries() == []
+
+
 def test_a_damaged_entry_is_removed_and_decoded_again(noisy_folder, decodes, caplog):
     first, _ = cached(noisy_folder)
     (entry,) = store.entries()

@@ -77,6 +77,22 @@ def remove(entry: Entry) -> None:
     store.remove_ours(entry.path, ENTRY_FILES)
 
 
+def make_room(needed: int) -> bool:
+    """Remove the least recently used entries, decoded images and embeddings alike, until `needed` more bytes fit
+    under EMLC_CACHE_MAX_GB, which caps both stores together; False if they never can."""
+    cap = store.max_bytes()
+    if needed > cap:
+        return False
+    kept = sorted([*store.entries(include_damaged=True), *entries()], key=lambda e: -e.last_used)
+    total = sum(e.bytes for e in kept)
+    while kept and total + needed > cap:
+        oldest = kept.pop()
+        log.info("removing cache %s (least recently used) to stay under %.1f GB", oldest.path, cap / 2**30)
+        (remove if isinstance(oldest, Entry) else store.remove)(oldest)
+        total -= oldest.bytes
+    return True
+
+
 def root() -> Optional[Path]:
     """Where entries live (beside the image store), or None when the store is off."""
     images = store.root()
@@ -146,7 +162,7 @@ def save(key: str, features: Any, unreadable: list[tuple[int, str]], info: dict[
     import numpy as np
 
     base = root()
-    if base is None or features.size * 2 > store.max_bytes():
+    if base is None or not make_room(features.size * 2):
         return None  # the store is off, or these alone exceed EMLC_CACHE_MAX_GB: they last for this run only
     staged = None
     try:

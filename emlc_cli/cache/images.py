@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from emlc_cli.runtime import distributed
-from emlc_cli.cache import store
+from emlc_cli.cache import embeddings, store
 from emlc_cli.cache.decode import decode_images
 from emlc_cli.data.labeled import LabeledImages
 from emlc_cli.errors import OutputError
@@ -199,7 +199,7 @@ def _main_stage(shape: tuple[int, ...]) -> Path | None:
         return None
     base, nbytes, folder = store.root(), int(np.prod(shape)), None
     try:
-        if base is None or not store.make_room(nbytes):
+        if base is None or not embeddings.make_room(nbytes):
             log.info("the decoded images (%.1f GB) exceed EMLC_CACHE_MAX_GB; decoding for this run only", nbytes / 2**30)
             return None
         folder = store.staging_folder(base)

@@ -282,22 +282,6 @@ def _holds_only(folder: Path, files: frozenset[str]) -> bool:
         return False
 
 
-def make_room(needed: int) -> bool:
-    """Remove least recently used entries until `needed` more bytes fit under the cap; False if they never can."""
-    cap = max_bytes()
-    if needed > cap:
-        return False
-    kept = entries(include_damaged=True)  # a damaged entry's bytes count too, and it goes in its turn
-    total = sum(e.bytes for e in kept)
-    while kept and total + needed > cap:
-        oldest = kept.pop()
-        log.info("removing image cache %s (least recently used) to stay under %.1f GB", oldest.path, cap / 2**30)
-        remove(oldest)
-        total -= oldest.bytes
-    return True
-
-
-# ---- writing ------------------------------------------------------------------------------------------
 def staging_folder(base: Path) -> Path:
     """A new folder for an entry (or a run's mmap cache) being written, named after this process so that a
     later run can tell when it was left by a killed one."""
