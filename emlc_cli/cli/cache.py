@@ -28,15 +28,15 @@ def ls_command() -> None:
         console.text("the image cache is off (EMLC_CACHE_DIR=none)")
         return
     cap = store.max_bytes()
-    found = store.entries(include_damaged=True)
-    console.text(f"{base}: {len(found)} cache(s), {sum(e.bytes for e in found) / 2**20:.1f} MB of "
-                 f"{cap / 2**30:.1f} GB (EMLC_CACHE_MAX_GB)")
+    found, kept = store.entries(include_damaged=True), embeddings.entries()
+    together = sum(e.bytes for e in [*found, *kept])  # the cap covers both stores
+    console.text(f"{base}: {len(found)} cache(s), {sum(e.bytes for e in found) / 2**20:.1f} MB; with the embeddings "
+                 f"{together / 2**20:.1f} MB of {cap / 2**30:.1f} GB (EMLC_CACHE_MAX_GB)")
     for entry in found:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
         what = (f"invalid: {entry.problem} (a run decodes again; `emlc cache rm {entry.key[:12]}` removes it)" if entry.problem
                 else f"{entry.info['rows']:>8} x {entry.info['size']} px  used {used}  {entry.info['source']}")
         console.text(f"{entry.key[:12]}  {entry.bytes / 2**20:9.1f} MB  {what}")
-    kept = embeddings.entries()
     console.text(f"{embeddings.root()}: {len(kept)} embedding(s), {sum(e.bytes for e in kept) / 2**20:.1f} MB")
     for entry in kept:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
