@@ -42,9 +42,8 @@ def load_student(run: Path, device: torch.device) -> tuple[torch.nn.Module, dict
             backbone = rebuild_backbone(frozen, config["width"])
             backbone.load_state_dict(load_model_files(run, run_folder.BACKBONE)[0])
         parts = frozen.get("parts")
-        flip = bool(frozen.get("embed_flip", False))
         model = (Views(backbone, parts, model) if parts else
-                 FrozenFeatures(backbone, model, flip, recorded_encoder(backbone, frozen, from_model_config(config))))
+                 FrozenFeatures(recorded_encoder(backbone, frozen, from_model_config(config)), model))
     return model.to(device).eval(), config
 
 

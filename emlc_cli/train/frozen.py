@@ -245,12 +245,11 @@ class FrozenFeatures(nn.Module):
     """A saved frozen-backbone run as one image classifier: head(backbone(x)), flip-averaged as it was embedded
     (for export); `embed(ds)` embeds a source through the store, as training did (evaluate, predict)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, flip: bool = False, encoder: Encoder | None = None) -> None:
+    def __init__(self, encoder: Encoder, head: nn.Module) -> None:
         super().__init__()
-        self.backbone, self.head, self.flip, self.encoder = backbone, head, flip, encoder
+        self.backbone, self.head, self.flip, self.encoder = encoder.module, head, encoder.flip, encoder
 
     def embed(self, ds: LabeledImages, device: torch.device) -> Embedded:
-        assert self.encoder is not None, "FrozenFeatures.embed needs the run's encoder (load_student gives it)"
         return embed_source(ds, self.encoder, device)
 
     def forward(self, x: Tensor) -> Tensor:
